@@ -1,0 +1,155 @@
+"""Base class for downstream decision makers ("agents").
+
+An :class:`AgentGroup` holds ``M`` agents of one kind together with their
+private contexts (workloads, energy needs, charging rates, ...).  Every method
+works on batched torch tensors laid out as ``agents x samples x horizon`` so a
+whole population is evaluated in one call, and differentiable agents keep
+autograd.
+
+Shapes used throughout:
+
+* ``pred``  -- predicted signal, ``[M, B, H]`` or ``[1, B, H]`` (one prediction
+  shared by all agents, broadcast);
+* ``truth`` -- true signal, ``[B, H]`` (all agents share one clock) or
+  ``[M, B, H]``;
+* ``index`` -- long tensor ``[B]`` of time-step indices into the current split;
+  each agent maps it to its own context with :meth:`AgentGroup.context`.
+
+Regret of a decision ``a_hat = decide(pred)`` is
+``cost(a_hat, truth) - oracle_cost(truth) >= 0``.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import torch
+from torch import Tensor
+
+Context = Mapping[str, Tensor]
+
+
+@dataclass
+class Evaluation:
+    """Result of evaluating a batch of predictions for a group of agents.
+
+    All tensors are ``[M, B]`` except ``decision`` whose trailing shape depends on
+    the agent kind (``[M, B]`` capacities for data centers, ``[M, B, H]`` binary
+    schedules for slot-scheduling agents).
+    """
+
+    regret: Tensor
+    cost: Tensor
+    oracle_cost: Tensor
+    decision: Tensor
+    clamped: Tensor  # bool [M, B]: prediction raised to the agent's positive floor
+
+
+class AgentGroup(ABC):
+    """``M`` downstream agents of one kind.
+
+    Subclasses implement :meth:`context`, :meth:`decide`, :meth:`cost` and
+    :meth:`oracle_cost`; :meth:`evaluate` and :meth:`regret` combine them.
+    ``horizon`` is the number of predicted steps an agent's decision uses.
+    """
+
+    kind: str = "agent"
+    #: True when regret is differentiable in the prediction (pathwise gradients).
+    differentiable: bool = False
+
+    def __init__(self, num_agents: int, horizon: int, names: list[str] | None = None) -> None:
+        if num_agents < 1:
+            raise ValueError(f"{type(self).__name__}: num_agents must be >= 1, got {num_agents}")
+        if horizon < 1:
+            raise ValueError(f"{type(self).__name__}: horizon must be >= 1, got {horizon}")
+        self.num_agents = int(num_agents)
+        self.horizon = int(horizon)
+        self.names = list(names) if names is not None else [f"{self.kind}_{m}" for m in range(num_agents)]
+        if len(self.names) != self.num_agents:
+            raise ValueError(f"{type(self).__name__}: {len(self.names)} names for {num_agents} agents")
+
+    # ------------------------------------------------------------------ hooks
+    @abstractmethod
+    def context(self, index: Tensor) -> dict[str, Tensor]:
+        """Per-agent contexts at time-step ``index`` ``[B]``: tensors ``[M, B, ...]``."""
+
+    @abstractmethod
+    def decide(self, pred: Tensor, ctx: Context) -> Tensor:
+        """The agents' decisions given predicted signal ``pred``."""
+
+    @abstractmethod
+    def cost(self, decision: Tensor, truth: Tensor, ctx: Context) -> Tensor:
+        """Cost ``[M, B]`` of ``decision`` under the true signal."""
+
+    def oracle_cost(self, truth: Tensor, ctx: Context) -> Tensor:
+        """Cost ``[M, B]`` of the best decision in hindsight (default: decide on the truth)."""
+        return self.cost(self.decide(self._broadcast(truth), ctx), truth, ctx)
+
+    def prepare(self, pred: Tensor) -> tuple[Tensor, Tensor]:
+        """Validate / adapt a prediction before :meth:`decide`.
+
+        Returns the prediction to use and a bool ``[M|1, B]`` mask of samples that
+        were altered (e.g. raised to a positive floor).  Default: unchanged.
+        """
+        return pred, torch.zeros(pred.shape[:-1], dtype=torch.bool, device=pred.device)
+
+    def score(self, pred: Tensor, decision: Tensor, truth: Tensor, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
+        """``(cost, oracle_cost, regret)`` of ``decision``; override for a more exact regret."""
+        cost = self.cost(decision, truth, ctx)
+        oracle = self.oracle_cost(truth, ctx)
+        return cost, oracle, cost - oracle
+
+    # -------------------------------------------------------------- combined
+    def evaluate(self, pred: Tensor, truth: Tensor, index: Tensor, ctx: Context | None = None) -> Evaluation:
+        """Decide on ``pred``, score against ``truth``; see module doc for shapes."""
+        pred = self.check_pred(pred)
+        truth = self._check_truth(truth, pred)
+        if ctx is None:
+            ctx = self.context(index)
+        used, clamped = self.prepare(pred)
+        decision = self.decide(used, ctx)
+        cost, oracle, regret = self.score(used, decision, truth, ctx)
+        M, B = self.num_agents, pred.shape[1]
+        return Evaluation(
+            regret=regret,
+            cost=cost,
+            oracle_cost=oracle.expand(M, B),
+            decision=decision,
+            clamped=clamped.expand(M, B),
+        )
+
+    def regret(self, pred: Tensor, truth: Tensor, index: Tensor) -> Tensor:
+        """Regret ``[M, B]`` of deciding on ``pred`` (see :meth:`evaluate`)."""
+        return self.evaluate(pred, truth, index).regret
+
+    # ------------------------------------------------------------- checking
+    def check_pred(self, pred: Tensor) -> Tensor:
+        """Raise a clear error unless ``pred`` is ``[M|1, B, H]`` and finite."""
+        if not isinstance(pred, Tensor):
+            raise TypeError(f"{self.kind}: prediction must be a torch.Tensor, got {type(pred).__name__}")
+        if pred.dim() != 3 or pred.shape[0] not in (1, self.num_agents) or pred.shape[2] != self.horizon:
+            raise ValueError(
+                f"{self.kind}: prediction has shape {tuple(pred.shape)}; accepted: "
+                f"[{self.num_agents} or 1, B, {self.horizon}] (agents x samples x horizon)"
+            )
+        if not torch.isfinite(pred).all():
+            raise ValueError(f"{self.kind}: prediction contains NaN or inf")
+        return pred
+
+    def _check_truth(self, truth: Tensor, pred: Tensor) -> Tensor:
+        if truth.dim() == 2:
+            truth = truth.unsqueeze(0)
+        if truth.dim() != 3 or truth.shape[1] != pred.shape[1] or truth.shape[2] != self.horizon:
+            raise ValueError(
+                f"{self.kind}: truth has shape {tuple(truth.shape)}; accepted: [B, {self.horizon}] "
+                f"or [M, B, {self.horizon}] with B = {pred.shape[1]}"
+            )
+        return truth
+
+    def _broadcast(self, x: Tensor) -> Tensor:
+        return x if x.dim() == 3 else x.unsqueeze(0)
+
+    def describe(self) -> dict[str, Any]:
+        """Plain-data summary used in logs and population reports."""
+        return {"kind": self.kind, "num_agents": self.num_agents, "horizon": self.horizon}

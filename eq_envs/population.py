@@ -1,0 +1,190 @@
+"""Populations of downstream agents sharing one clock on one public signal.
+
+A :class:`Population` binds a signal series (what the public model predicts),
+a time-ordered split of it, and one or more :class:`agents.base.AgentGroup` s.
+Clock position ``i`` of a split is the time step ``t = start + lookback + i``:
+the public input is ``signal[t - lookback : t]``, the truth
+``signal[t : t + horizon]``, and every agent uses its own context at ``i``.
+
+:meth:`Population.evaluate` is the batched fast path (all agents x a batch of
+clock positions in one call) that the environments and the trainer share.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from itertools import combinations
+from typing import Sequence
+
+import numpy as np
+import torch
+from scipy.stats import wasserstein_distance
+from torch import Tensor
+
+from agents.base import AgentGroup
+
+#: Past signal values the public model sees (the paper's sequence length).
+LOOKBACK = 12
+SPLITS = ("train", "test")
+
+
+@dataclass
+class PopulationEvaluation:
+    """Batched result over all agents of a population (tensors ``[M, B]``)."""
+
+    regret: Tensor
+    cost: Tensor
+    oracle_cost: Tensor
+    clamped: Tensor
+    decisions: list[Tensor]  # one per group, in group order
+
+
+@dataclass
+class Population:
+    """Agents of one or more kinds on one signal and split.
+
+    Attributes:
+        name: preset name (see :mod:`eq_envs.presets`).
+        signal: the whole series (float64, preset units).
+        split: ``"train"`` or ``"test"``; ``split_range`` its ``[start, stop)`` rows.
+        groups: agent groups; agents are numbered group by group.
+        weights: per-group regret weight for training objectives (the released
+            code weights the mixed population's data-center / EV / phone regrets
+            10 / 1 / 0.2); environment rewards are always the raw regret.
+        horizon: predicted steps per decision (1 or 12).
+        context_name: per group, the name of the context the Wasserstein range is over.
+    """
+
+    name: str
+    signal: np.ndarray
+    split: str
+    split_range: tuple[int, int]
+    groups: list[AgentGroup]
+    horizon: int
+    weights: list[float] = field(default_factory=list)
+    lookback: int = LOOKBACK
+    signal_name: str = "carbon"
+    units: str = ""
+    notes: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"population {self.name}: split={self.split!r}; accepted: {SPLITS}")
+        if not self.weights:
+            self.weights = [1.0] * len(self.groups)
+        if len(self.weights) != len(self.groups):
+            raise ValueError(f"population {self.name}: {len(self.weights)} weights for {len(self.groups)} groups")
+        for g in self.groups:
+            if g.horizon != self.horizon:
+                raise ValueError(f"population {self.name}: group {g.kind} has horizon {g.horizon}, "
+                                 f"population horizon is {self.horizon}")
+        start, stop = self.split_range
+        if stop - start < self.lookback + self.horizon + 1:
+            raise ValueError(f"population {self.name}: split {self.split} has {stop - start} rows, fewer than "
+                             f"lookback + horizon + 1 = {self.lookback + self.horizon + 1}")
+        self._signal_t = torch.from_numpy(np.ascontiguousarray(self.signal, dtype=np.float64))
+        self._signal_f32 = self._signal_t.float()
+
+    # ---------------------------------------------------------------- sizes
+    @property
+    def num_agents(self) -> int:
+        return sum(g.num_agents for g in self.groups)
+
+    @property
+    def num_steps(self) -> int:
+        """Clock positions in this split."""
+        start, stop = self.split_range
+        return stop - start - self.lookback - self.horizon + 1
+
+    @property
+    def agent_names(self) -> list[str]:
+        return [n for g in self.groups for n in g.names]
+
+    @property
+    def agent_weights(self) -> Tensor:
+        """Per-agent regret weight ``[M]`` (float64)."""
+        return torch.cat([torch.full((g.num_agents,), float(w), dtype=torch.float64)
+                          for g, w in zip(self.groups, self.weights)])
+
+    @property
+    def signal_bounds(self) -> tuple[float, float]:
+        return float(self.signal.min()), float(self.signal.max())
+
+    @property
+    def differentiable(self) -> bool:
+        """True when every group's regret is differentiable (pathwise gradients apply)."""
+        return all(g.differentiable for g in self.groups)
+
+    # ------------------------------------------------------------- the clock
+    def check_index(self, index: Tensor | Sequence[int] | int) -> Tensor:
+        idx = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= self.num_steps):
+            raise IndexError(f"population {self.name}: clock index out of range [0, {self.num_steps}) "
+                             f"for split {self.split}: got min {int(idx.min())}, max {int(idx.max())}")
+        return idx
+
+    def time_step(self, index: Tensor) -> Tensor:
+        """Row of the signal at which the prediction starts, for clock positions ``index``."""
+        return self.split_range[0] + self.lookback + self.check_index(index)
+
+    def observation(self, index: Tensor | Sequence[int] | int) -> Tensor:
+        """Public input ``[B, lookback]`` (float32): the last ``lookback`` signal values."""
+        t = self.time_step(torch.as_tensor(index))
+        offsets = torch.arange(-self.lookback, 0)
+        return self._signal_f32[t.unsqueeze(1) + offsets]
+
+    def truth(self, index: Tensor | Sequence[int] | int) -> Tensor:
+        """True signal ``[B, horizon]`` (float64) to be predicted at clock positions ``index``."""
+        t = self.time_step(torch.as_tensor(index))
+        return self._signal_t[t.unsqueeze(1) + torch.arange(self.horizon)]
+
+    # ----------------------------------------------------------- fast path
+    def evaluate(self, pred: Tensor, index: Tensor | Sequence[int] | int) -> PopulationEvaluation:
+        """Regret of every agent for predictions ``pred`` ``[M|1, B, H]`` at clock ``index`` ``[B]``."""
+        idx = self.check_index(index)
+        if not isinstance(pred, Tensor):
+            pred = torch.as_tensor(np.asarray(pred))
+        if pred.dim() != 3 or pred.shape[0] not in (1, self.num_agents) or pred.shape[1] != idx.numel() \
+                or pred.shape[2] != self.horizon:
+            raise ValueError(f"population {self.name}: prediction has shape {tuple(pred.shape)}; accepted: "
+                             f"[{self.num_agents} or 1, {idx.numel()}, {self.horizon}] (agents x batch x horizon)")
+        truth = self.truth(idx)
+        parts, offset = [], 0
+        for g in self.groups:
+            p = pred if pred.shape[0] == 1 else pred[offset: offset + g.num_agents]
+            parts.append(g.evaluate(p, truth, idx))
+            offset += g.num_agents
+        if len(parts) == 1:
+            e = parts[0]
+            return PopulationEvaluation(e.regret, e.cost, e.oracle_cost, e.clamped, [e.decision])
+        return PopulationEvaluation(
+            regret=torch.cat([e.regret for e in parts]),
+            cost=torch.cat([e.cost for e in parts]),
+            oracle_cost=torch.cat([e.oracle_cost for e in parts]),
+            clamped=torch.cat([e.clamped for e in parts]),
+            decisions=[e.decision for e in parts],
+        )
+
+    def regret(self, pred: Tensor, index: Tensor | Sequence[int] | int) -> Tensor:
+        """Regret ``[M, B]`` (see :meth:`evaluate`)."""
+        return self.evaluate(pred, index).regret
+
+    # --------------------------------------------------------------- report
+    def describe(self) -> dict:
+        """Plain-data summary: sizes, split, groups, Wasserstein ranges."""
+        return {
+            "name": self.name, "split": self.split, "num_agents": self.num_agents, "num_steps": self.num_steps,
+            "horizon": self.horizon, "signal": self.signal_name, "units": self.units,
+            "groups": [g.describe() for g in self.groups], "weights": list(self.weights), "notes": list(self.notes),
+        }
+
+
+def pairwise_wasserstein_range(samples: Sequence[np.ndarray]) -> tuple[float, float]:
+    """Min and max 1-Wasserstein distance over all pairs of agents' context samples.
+
+    The paper calls a population "similar" or "different" by this range (data
+    centers: workloads; EVs: energy needs ``D - I``).
+    """
+    if len(samples) < 2:
+        raise ValueError("pairwise_wasserstein_range needs at least two agents")
+    d = [wasserstein_distance(a, b) for a, b in combinations(samples, 2)]
+    return float(min(d)), float(max(d))
