@@ -1,7 +1,7 @@
 """Per-agent context tables indexed by a shared clock."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch

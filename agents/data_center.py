@@ -12,7 +12,7 @@ raise is reported in :attr:`agents.base.Evaluation.clamped`.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor

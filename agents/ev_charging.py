@@ -11,7 +11,7 @@ unavailable.  Per-slot power caps make the problem a general MILP:
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

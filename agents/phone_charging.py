@@ -12,7 +12,7 @@ seeded sequence of ``k`` drawn from 1..10 (the released code's training draw).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

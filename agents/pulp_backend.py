@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import warnings
 from abc import abstractmethod
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pulp

@@ -11,9 +11,9 @@ clock positions in one call) that the environments and the trainer share.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -81,7 +81,7 @@ class Population:
         if stop - start < self.lookback + self.horizon + 1:
             raise ValueError(f"population {self.name}: split {self.split} has {stop - start} rows, fewer than "
                              f"lookback + horizon + 1 = {self.lookback + self.horizon + 1}")
-        self._signal_t = torch.from_numpy(np.ascontiguousarray(self.signal, dtype=np.float64))
+        self._signal_t = torch.from_numpy(np.array(self.signal, dtype=np.float64, copy=True))
         self._signal_f32 = self._signal_t.float()
 
     # ---------------------------------------------------------------- sizes

@@ -9,7 +9,6 @@ its own decision.  One ``step`` evaluates all agents in one batched call
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import numpy as np
@@ -52,11 +51,9 @@ class PopulationParallelEnv(ParallelEnv):
         self._start = 0
         self._step = 0
 
-    @functools.lru_cache(maxsize=None)
     def observation_space(self, agent: str) -> spaces.Box:
         return self._obs_space
 
-    @functools.lru_cache(maxsize=None)
     def action_space(self, agent: str) -> spaces.Box:
         return self._act_space
 

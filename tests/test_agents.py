@@ -38,7 +38,7 @@ def test_datacenter_regret_matches_closed_form_and_numerical_minimum() -> None:
     # the oracle is the true minimum of Eq. 12, found numerically
     for m, b in [(0, 0), (2, 5), (4, 8)]:
         wm, lm, cm = float(w[m, b]), float(lam[m, b]), float(c[m, b])
-        res = minimize_scalar(lambda s: (wm + s) * cm + lm * wm / s, bounds=(1e-9, 1e6), method="bounded",
+        res = minimize_scalar(lambda s, wm=wm, cm=cm, lm=lm: (wm + s) * cm + lm * wm / s, bounds=(1e-9, 1e6), method="bounded",
                               options={"xatol": 1e-10})
         assert res.fun == pytest.approx(float(ev.oracle_cost[m, b]), rel=1e-7)
     assert (ev.regret >= 0).all()
