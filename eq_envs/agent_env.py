@@ -72,17 +72,17 @@ class DownstreamAgentEnv(gym.Env):
             or a :class:`~eq_envs.population.Population` (for your own agents).
         agent: index of the agent within the population.
         episode_length: steps per episode (``None``: the whole split from the start).
-        split, preset, region: forwarded to :func:`eq_envs.presets.build_population`.
+        split, preset, region, layout: forwarded to :func:`eq_envs.presets.build_population`.
     """
 
     metadata = {"render_modes": []}
 
     def __init__(self, population: str | Population = "dc-different-different-lambda", agent: int = 0,
                  episode_length: int | None = 24, split: str = "train", preset: str = "paper",
-                 region: str = "CISO") -> None:
+                 region: str = "CISO", layout: str = "chunked") -> None:
         super().__init__()
         self.population = population if isinstance(population, Population) else \
-            build_population(population, split=split, preset=preset, region=region)
+            build_population(population, split=split, preset=preset, region=region, layout=layout)
         if not 0 <= agent < self.population.num_agents:
             raise ValueError(f"agent={agent}; accepted: 0..{self.population.num_agents - 1} "
                              f"(population {self.population.name} has {self.population.num_agents} agents)")
@@ -101,7 +101,7 @@ class DownstreamAgentEnv(gym.Env):
         return self.episode_length if self.episode_length is not None else self.population.num_steps
 
     def _obs(self) -> np.ndarray:
-        return self.population.observation(self._start + self._step)[0].numpy()
+        return self.population.agent_observation([self._start + self._step], self.agent)[0].numpy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -131,7 +131,7 @@ class DownstreamAgentEnv(gym.Env):
         }
         self._step += 1
         truncated = self._step >= self._length()
-        obs = self._obs() if not truncated else self.population.observation(clock)[0].numpy()
+        obs = self._obs() if not truncated else self.population.agent_observation([clock], self.agent)[0].numpy()
         return obs, -regret, False, truncated, info
 
 

@@ -2,9 +2,24 @@
 
 A :class:`Population` binds a signal series (what the public model predicts),
 a time-ordered split of it, and one or more :class:`agents.base.AgentGroup` s.
-Clock position ``i`` of a split is the time step ``t = start + lookback + i``:
-the public input is ``signal[t - lookback : t]``, the truth
-``signal[t : t + horizon]``, and every agent uses its own context at ``i``.
+At clock position ``i`` agent ``m`` is served at time step ``t_m(i)``: the
+public input is ``signal[t - lookback : t]``, the truth
+``signal[t : t + horizon]``, and the agent uses its own context at ``i``.
+
+Two layouts say how agents map to time (``layout``):
+
+* ``"shared"`` -- every agent at the same hour, ``t_m(i) = start + lookback + i``:
+  one public input per clock position, a prediction that is the same resource
+  for everybody.
+* ``"chunked"`` -- the paper's layout (the authors' code cuts the series into
+  ``M`` contiguous stretches, one per agent): agent ``m`` owns the stretch
+  starting at ``offset_m = sum_{j<m} N_j`` and ``t_m(i) = start + lookback +
+  (offset_m + i mod N_m) mod S`` where ``N_m`` is the length of its context
+  sequence and ``S`` the split's usable steps.  Agents then see different
+  inputs (``observation`` returns ``[M, B, L]``) and differ in their data,
+  which is what gives the Equitable Objective something to trade off: with a
+  shared clock, a data center's regret is ``sqrt(lambda w)`` times a function of
+  ``(c, c_hat)`` only, so every agent wants the same prediction.
 
 :meth:`Population.evaluate` is the batched fast path (all agents x a batch of
 clock positions in one call) that the environments and the trainer share.
@@ -25,6 +40,7 @@ from agents.base import AgentGroup
 #: Past signal values the public model sees (the paper's sequence length).
 LOOKBACK = 12
 SPLITS = ("train", "test")
+LAYOUTS = ("shared", "chunked")
 
 
 @dataclass
@@ -62,6 +78,8 @@ class Population:
     horizon: int
     weights: list[float] = field(default_factory=list)
     lookback: int = LOOKBACK
+    layout: str = "shared"
+    chunk_lengths: list[int] = field(default_factory=list)
     signal_name: str = "carbon"
     units: str = ""
     notes: list[str] = field(default_factory=list)
@@ -81,6 +99,15 @@ class Population:
         if stop - start < self.lookback + self.horizon + 1:
             raise ValueError(f"population {self.name}: split {self.split} has {stop - start} rows, fewer than "
                              f"lookback + horizon + 1 = {self.lookback + self.horizon + 1}")
+        if self.layout not in LAYOUTS:
+            raise ValueError(f"population {self.name}: layout={self.layout!r}; accepted: {LAYOUTS}")
+        if self.layout == "chunked":
+            if len(self.chunk_lengths) != self.num_agents or min(self.chunk_lengths, default=0) < 1:
+                raise ValueError(f"population {self.name}: chunked layout needs one chunk length >= 1 per agent "
+                                 f"({self.num_agents}), got {len(self.chunk_lengths)}")
+            lengths = torch.tensor(self.chunk_lengths, dtype=torch.long)
+            self._chunk_len = lengths
+            self._chunk_off = torch.cumsum(lengths, 0) - lengths
         self._signal_t = torch.from_numpy(np.array(self.signal, dtype=np.float64, copy=True))
         self._signal_f32 = self._signal_t.float()
 
@@ -90,10 +117,22 @@ class Population:
         return sum(g.num_agents for g in self.groups)
 
     @property
-    def num_steps(self) -> int:
-        """Clock positions in this split."""
+    def usable_steps(self) -> int:
+        """Time steps of the split with a full input window and a full horizon after it."""
         start, stop = self.split_range
         return stop - start - self.lookback - self.horizon + 1
+
+    @property
+    def num_steps(self) -> int:
+        """Clock positions: the usable steps (shared) or the longest agent chunk (chunked)."""
+        if self.layout == "chunked":
+            return int(self._chunk_len.max())
+        return self.usable_steps
+
+    @property
+    def per_agent_inputs(self) -> bool:
+        """True when agents see different public inputs (chunked layout)."""
+        return self.layout == "chunked"
 
     @property
     def agent_names(self) -> list[str]:
@@ -122,20 +161,29 @@ class Population:
                              f"for split {self.split}: got min {int(idx.min())}, max {int(idx.max())}")
         return idx
 
-    def time_step(self, index: Tensor) -> Tensor:
-        """Row of the signal at which the prediction starts, for clock positions ``index``."""
-        return self.split_range[0] + self.lookback + self.check_index(index)
+    def time_step(self, index: Tensor | Sequence[int] | int) -> Tensor:
+        """Signal row where the prediction starts: ``[B]`` (shared) or ``[M, B]`` (chunked)."""
+        idx = self.check_index(index)
+        first = self.split_range[0] + self.lookback
+        if self.layout == "shared":
+            return first + idx
+        pos = (self._chunk_off.unsqueeze(1) + idx.unsqueeze(0) % self._chunk_len.unsqueeze(1)) % self.usable_steps
+        return first + pos
 
     def observation(self, index: Tensor | Sequence[int] | int) -> Tensor:
-        """Public input ``[B, lookback]`` (float32): the last ``lookback`` signal values."""
-        t = self.time_step(torch.as_tensor(index))
-        offsets = torch.arange(-self.lookback, 0)
-        return self._signal_f32[t.unsqueeze(1) + offsets]
+        """Public input (float32): ``[B, lookback]`` (shared) or ``[M, B, lookback]`` (chunked)."""
+        t = self.time_step(index)
+        return self._signal_f32[t.unsqueeze(-1) + torch.arange(-self.lookback, 0)]
+
+    def agent_observation(self, index: Tensor | Sequence[int] | int, agent: int) -> Tensor:
+        """Public input ``[B, lookback]`` that agent ``agent`` sees."""
+        obs = self.observation(index)
+        return obs[agent] if obs.dim() == 3 else obs
 
     def truth(self, index: Tensor | Sequence[int] | int) -> Tensor:
-        """True signal ``[B, horizon]`` (float64) to be predicted at clock positions ``index``."""
-        t = self.time_step(torch.as_tensor(index))
-        return self._signal_t[t.unsqueeze(1) + torch.arange(self.horizon)]
+        """True signal (float64): ``[B, horizon]`` (shared) or ``[M, B, horizon]`` (chunked)."""
+        t = self.time_step(index)
+        return self._signal_t[t.unsqueeze(-1) + torch.arange(self.horizon)]
 
     # ----------------------------------------------------------- fast path
     def evaluate(self, pred: Tensor, index: Tensor | Sequence[int] | int) -> PopulationEvaluation:
@@ -151,7 +199,8 @@ class Population:
         parts, offset = [], 0
         for g in self.groups:
             p = pred if pred.shape[0] == 1 else pred[offset: offset + g.num_agents]
-            parts.append(g.evaluate(p, truth, idx))
+            y = truth if truth.dim() == 2 else truth[offset: offset + g.num_agents]
+            parts.append(g.evaluate(p, y, idx))
             offset += g.num_agents
         if len(parts) == 1:
             e = parts[0]
@@ -173,7 +222,7 @@ class Population:
         """Plain-data summary: sizes, split, groups, Wasserstein ranges."""
         return {
             "name": self.name, "split": self.split, "num_agents": self.num_agents, "num_steps": self.num_steps,
-            "horizon": self.horizon, "signal": self.signal_name, "units": self.units,
+            "horizon": self.horizon, "layout": self.layout, "signal": self.signal_name, "units": self.units,
             "groups": [g.describe() for g in self.groups], "weights": list(self.weights), "notes": list(self.notes),
         }
 

@@ -28,16 +28,16 @@ class PopulationParallelEnv(ParallelEnv):
     Args:
         population: population name (see :data:`eq_envs.presets.POPULATIONS`) or object.
         episode_length: steps per episode (``None``: the whole split).
-        split, preset, region: forwarded to :func:`eq_envs.presets.build_population`.
+        split, preset, region, layout: forwarded to :func:`eq_envs.presets.build_population`.
     """
 
     metadata = {"name": "eq_population_v0", "render_modes": [], "is_parallelizable": True}
 
     def __init__(self, population: str | Population = "dc-different-different-lambda",
                  episode_length: int | None = 24, split: str = "train", preset: str = "paper",
-                 region: str = "CISO", render_mode: str | None = None) -> None:
+                 region: str = "CISO", layout: str = "chunked", render_mode: str | None = None) -> None:
         self.population = population if isinstance(population, Population) else \
-            build_population(population, split=split, preset=preset, region=region)
+            build_population(population, split=split, preset=preset, region=region, layout=layout)
         steps = self.population.num_steps
         if episode_length is not None and not 1 <= episode_length <= steps:
             raise ValueError(f"episode_length={episode_length}; accepted: 1..{steps} or None")
@@ -61,8 +61,11 @@ class PopulationParallelEnv(ParallelEnv):
         return self.episode_length if self.episode_length is not None else self.population.num_steps
 
     def _observations(self, clock: int) -> dict[str, np.ndarray]:
-        obs = self.population.observation(clock)[0].numpy()
-        return {a: obs.copy() for a in self.agents}
+        obs = self.population.observation([clock])
+        if obs.dim() == 2:  # shared layout: one public input for everybody
+            return {a: obs[0].numpy().copy() for a in self.agents}
+        names = self.possible_agents
+        return {a: obs[names.index(a), 0].numpy().copy() for a in self.agents}
 
     def reset(self, seed: int | None = None, options: dict[str, Any] | None = None):
         if seed is not None:

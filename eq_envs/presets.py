@@ -28,6 +28,7 @@ L/kWh, $/kWh).  Agent contexts (workloads, kWh needs) are the same in both.
 """
 from __future__ import annotations
 
+import copy
 from functools import lru_cache
 
 import numpy as np
@@ -38,7 +39,7 @@ from agents.phone_charging import PhoneChargingAgent
 from eq_envs.datasets import ev as ev_data
 from eq_envs.datasets import official, signals, workloads
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.population import SPLITS, Population, pairwise_wasserstein_range
+from eq_envs.population import LAYOUTS, SPLITS, Population, pairwise_wasserstein_range
 
 POPULATIONS: dict[str, str] = {
     "dc-similar-same-lambda": "50 data centers, Azure workload chunks, lambda = 2",
@@ -104,8 +105,41 @@ def ev_needs_rates(kind: str, split: str) -> tuple[list[np.ndarray], list[np.nda
 
 
 def build_population(name: str, split: str = "train", preset: str = "paper", region: str = "CISO",
-                     gamma: float = 1.0, eta: float = 1.0) -> Population:
-    """Build one of :data:`POPULATIONS` for ``split`` on ``region``'s grid data."""
+                     gamma: float = 1.0, eta: float = 1.0, layout: str = "chunked") -> Population:
+    """Build one of :data:`POPULATIONS` for ``split`` on ``region``'s grid data.
+
+    ``layout`` (see :mod:`eq_envs.population`): ``"chunked"`` (default, the
+    paper's: each agent owns a contiguous stretch of the split as long as its
+    context sequence) or ``"shared"`` (every agent at the same hour).
+    """
+    check_choice(layout, LAYOUTS, "layout")
+    pop = copy.copy(_build(name, split, preset, region, float(gamma), float(eta)))  # the cache keeps its own
+    if layout == "chunked":
+        pop.layout = "chunked"
+        pop.chunk_lengths = chunk_lengths(pop)
+        pop.__post_init__()
+    return pop
+
+
+def chunk_lengths(pop: Population) -> list[int]:
+    """Stretch of time each agent owns in the chunked layout.
+
+    The length of the agent's context sequence (the paper cut workloads and EV
+    needs into per-agent contiguous chunks of time); agents with a single
+    context value (phones) split the usable steps evenly within their group.
+    """
+    out: list[int] = []
+    for g in pop.groups:
+        table = g.workloads if isinstance(g, DataCenterAgent) else g.slots
+        lengths = [int(n) for n in table.lengths]
+        if max(lengths) == 1:
+            lengths = [max(1, pop.usable_steps // g.num_agents)] * g.num_agents
+        out.extend(lengths)
+    return out
+
+
+@lru_cache(maxsize=64)
+def _build(name: str, split: str, preset: str, region: str, gamma: float, eta: float) -> Population:
     check_choice(name, POPULATIONS, "population")
     check_choice(split, SPLITS, "split")
     check_choice(preset, PRESETS, "preset")

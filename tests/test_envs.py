@@ -62,10 +62,11 @@ def test_population_env_passes_pettingzoo_tests(name: str) -> None:
     parallel_seed_test(lambda: PopulationParallelEnv(name, episode_length=8))
 
 
+@pytest.mark.parametrize("layout", ["shared", "chunked"])
 @pytest.mark.parametrize("name", ["dc-similar-different-lambda", "ev-different", "phone", "mixed"])
-def test_batched_fast_path_equals_step(name: str) -> None:
+def test_batched_fast_path_equals_step(name: str, layout: str) -> None:
     """Population.evaluate over a batch gives exactly what step() gives step by step."""
-    env = PopulationParallelEnv(name, episode_length=16)
+    env = PopulationParallelEnv(name, episode_length=16, layout=layout)
     pop = env.population
     obs, _ = env.reset(seed=11)
     start = env._start
@@ -92,11 +93,26 @@ def test_single_env_step_equals_population_batch() -> None:
 
 
 def test_observation_is_last_twelve_values_and_truth_is_next() -> None:
-    pop = build_population("ev-similar", split="test")
+    pop = build_population("ev-similar", split="test", layout="shared")
     t = int(pop.time_step(torch.tensor([5]))[0])
     np.testing.assert_allclose(pop.observation([5])[0].numpy(), pop.signal[t - 12:t].astype(np.float32))
     np.testing.assert_array_equal(pop.truth([5])[0].numpy(), pop.signal[t:t + 12])
     assert pop.split_range[0] > 0  # test split comes after train in time
+
+
+def test_chunked_layout_gives_each_agent_its_own_stretch_of_time() -> None:
+    pop = build_population("dc-different-same-lambda", split="train")  # the paper's layout (default)
+    lengths = [len(w) for w in pop.groups[0].workloads.sequences()]
+    assert pop.layout == "chunked" and pop.num_steps == max(lengths)
+    t = pop.time_step(torch.tensor([0, 1]))  # [M, B]
+    first = pop.split_range[0] + pop.lookback
+    np.testing.assert_array_equal(t[:, 0].numpy(), first + np.cumsum([0] + lengths[:-1]))
+    assert (t[:, 1] - t[:, 0] == 1).all()
+    obs, truth = pop.observation([3]), pop.truth([3])
+    assert obs.shape == (50, 1, 12) and truth.shape == (50, 1, 1)
+    m, tm = 17, int(t[17, 0]) + 3
+    np.testing.assert_array_equal(truth[m, 0].numpy(), pop.signal[tm:tm + 1])
+    np.testing.assert_allclose(obs[m, 0].numpy(), pop.signal[tm - 12:tm].astype(np.float32))
 
 
 def test_bad_actions_and_choices_give_clear_errors() -> None:

@@ -162,8 +162,12 @@ def _check_choice(name: str, value: str, accepted: tuple[str, ...]) -> str:
 
 def sample_predictions(dist: Distribution, num_agents: int, num_samples: int, *, rsample: bool,
                        generator: torch.Generator | None = None) -> Tensor:
-    """Independent draws ``[K, M, B, H]`` from ``dist`` (batch ``[B]``, event ``[H]``)."""
-    shape = (int(num_samples), int(num_agents))
+    """Independent draws ``[K, M, B, H]`` from ``dist``.
+
+    ``dist`` has batch ``[B]`` (one public input shared by all agents: each agent
+    draws its own sample) or ``[M, B]`` (per-agent inputs).
+    """
+    shape = (int(num_samples), int(num_agents)) if len(dist.batch_shape) == 1 else (int(num_samples),)
     if generator is not None:
         mean = dist.mean
         eps = torch.randn((*shape, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
@@ -254,8 +258,9 @@ def estimate(model: Any, x: Tensor, regret_fn: RegretFn, *, q: float, estimator:
         raise ValueError(f"beta={beta} > 0 needs y_true for the MSE term")
 
     dist = model.distribution(x)
-    if len(dist.batch_shape) != 1 or len(dist.event_shape) != 1:
-        raise ValueError(f"model.distribution(x) must have batch shape [B] and event shape [H]; got "
+    per_agent = len(dist.batch_shape) == 2
+    if len(dist.batch_shape) not in (1, 2) or len(dist.event_shape) != 1 or (per_agent and dist.batch_shape[0] != M):
+        raise ValueError(f"model.distribution(x) must have batch shape [B] or [M, B] and event shape [H]; got "
                          f"{tuple(dist.batch_shape)} and {tuple(dist.event_shape)}")
 
     if estimator == "pathwise":
@@ -279,7 +284,8 @@ def estimate(model: Any, x: Tensor, regret_fn: RegretFn, *, q: float, estimator:
                 signal = per_replica[:, None, None].expand_as(regret)
             else:
                 if baseline == "deterministic":
-                    base = regret_fn(dist.mean.detach().unsqueeze(0)).unsqueeze(0).to(regret.dtype)
+                    mean_pred = dist.mean.detach() if per_agent else dist.mean.detach().unsqueeze(0)
+                    base = regret_fn(mean_pred).unsqueeze(0).to(regret.dtype)
                     if tuple(base.shape[1:]) != tuple(regret.shape[1:]):
                         raise ValueError(f"regret_fn on the mean prediction returned {tuple(base.shape[1:])}; "
                                          f"expected [M, B] = {tuple(regret.shape[1:])}")

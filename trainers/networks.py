@@ -269,8 +269,19 @@ class PublicModel(nn.Module):
         return int(self.head.horizon)
 
     def distribution(self, x: Tensor) -> Distribution:
-        """``σ_θ(· | x)``: batch shape ``[B]``, event shape ``[H]``."""
-        return self.head(self.backbone(x))
+        """``σ_θ(· | x)``: batch shape ``[B]``, event shape ``[H]``.
+
+        Per-agent inputs ``[M, B, L]`` (or ``[M, B, L, F]``; the chunked layout
+        of :mod:`eq_envs.population`) give batch shape ``[M, B]``.
+        """
+        per_agent = x.dim() == 4 or (x.dim() == 3 and int(self.config.get("input_size", 1)) == 1 and x.shape[-1] != 1)
+        if not per_agent:
+            return self.head(self.backbone(x))
+        M, B = x.shape[:2]
+        dist = self.head(self.backbone(x.reshape(M * B, *x.shape[2:])))
+        base = dist.base_dist
+        H = base.loc.shape[-1]
+        return Independent(type(base)(base.loc.reshape(M, B, H), base.scale.reshape(M, B, H)), 1)
 
     forward = distribution
 

@@ -170,7 +170,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
                 sums["loss"] += float(loss_t.detach())
                 sums["mse"] += float(loss_t.detach())
                 with torch.no_grad():
-                    regret_sum += pop.regret(model.mean(x).double().unsqueeze(0), index).mean(dim=1)
+                    pred = model.mean(x).double()
+                    regret_sum += pop.regret(pred if pred.dim() == 3 else pred.unsqueeze(0), index).mean(dim=1)
             else:
                 est = estimate(model, x, population_regret_fn(pop, index), q=cfg.q, estimator=estimator,
                                num_agents=pop.num_agents, beta=cfg.beta, y_true=y, baseline=cfg.baseline,

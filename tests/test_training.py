@@ -1,0 +1,95 @@
+"""Training loop: repeatable seeds, exact resume, config validation, CLI errors."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from eq_envs.presets import build_population
+from trainers.cli import main
+from trainers.config import ConfigError, TrainConfig
+from trainers.evaluation import evaluate
+from trainers.training import train
+
+FAST = dict(population="dc-different-different-lambda", epochs=4, max_batches=1, batch_size=32)
+
+
+def _params(model) -> list[torch.Tensor]:
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def test_same_seed_same_numbers() -> None:
+    a = train(TrainConfig(q=2.0, seed=5, **FAST))
+    b = train(TrainConfig(q=2.0, seed=5, **FAST))
+    strip = lambda hist: [{k: v for k, v in h.items() if k != "seconds"} for h in hist]  # noqa: E731
+    assert strip(a.history) == strip(b.history)
+    for x, y in zip(_params(a.model), _params(b.model)):
+        assert torch.equal(x, y)
+    assert [h["loss"] for h in a.history] == [h["loss"] for h in b.history]
+
+
+@pytest.mark.parametrize("objective,population", [("equitable", "dc-different-different-lambda"),
+                                                  ("equitable", "ev-similar"), ("mse", "ev-similar")])
+def test_interrupted_run_resumes_to_the_same_result(tmp_path, objective: str, population: str) -> None:
+    cfg = TrainConfig(**{**FAST, "population": population, "objective": objective, "q": 1.0, "epochs": 5})
+    full = train(cfg, tmp_path / "full", tensorboard=False)
+    part = train(cfg, tmp_path / "part", stop_after_epoch=2, tensorboard=False)
+    assert len(part.history) == 2 and not (tmp_path / "part" / "model.pt").exists()
+    resumed = train(cfg, tmp_path / "part", tensorboard=False)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3, 4, 5]
+    for x, y in zip(_params(full.model), _params(resumed.model)):
+        assert torch.equal(x, y)
+    assert [h["loss"] for h in full.history] == [h["loss"] for h in resumed.history]
+    assert (tmp_path / "part" / "model.pt").exists()
+    rows = (tmp_path / "part" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 6  # header + 5 epochs
+
+
+def test_resume_refuses_changed_settings(tmp_path) -> None:
+    train(TrainConfig(q=1.0, **FAST), tmp_path, stop_after_epoch=1, tensorboard=False)
+    with pytest.raises(ConfigError, match="different settings \\(q\\)"):
+        train(TrainConfig(q=2.0, **FAST), tmp_path, tensorboard=False)
+
+
+def test_config_validation_and_alias() -> None:
+    assert TrainConfig.from_dict({"q_plus_1": 40}).q == 39.0
+    for bad, msg in [({"q": -0.5}, "q must be finite and >= 0"), ({"beta": 1.5}, "beta must be in \\[0, 1\\]"),
+                     ({"population": "ev-x"}, "population='ev-x' is not accepted"),
+                     ({"region": "XXX"}, "region='XXX' is not accepted"), ({"epochs": 0}, "epochs=0"),
+                     ({"bogus": 1}, "unknown setting\\(s\\) bogus")]:
+        with pytest.raises(ConfigError, match=msg):
+            TrainConfig.from_dict(bad)
+
+
+def test_cli_bad_settings_exit_2_and_write_nothing(tmp_path, capsys) -> None:
+    run = tmp_path / "run"
+    for argv in (["train", "--q", "-1", "--run-dir", str(run)], ["train", "--beta", "3", "--run-dir", str(run)],
+                 ["train", "--config", str(tmp_path / "missing.json"), "--run-dir", str(run)],
+                 ["evaluate", str(tmp_path / "missing.pt")]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("eqpm: error:")
+    assert not run.exists()
+
+
+def test_cli_train_then_evaluate(tmp_path, capsys) -> None:
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps({"population": "dc-different-same-lambda", "epochs": 2, "max_batches": 1}))
+    assert main(["train", "--config", str(cfg), "--q-plus-1", "3", "--run-dir", str(tmp_path / "r")]) == 0
+    saved = json.loads((tmp_path / "r" / "config.json").read_text())
+    assert saved["q"] == 2.0 and saved["population"] == "dc-different-same-lambda"
+    assert main(["evaluate", str(tmp_path / "r" / "model.pt"), "--population", "dc-different-same-lambda",
+                 "--out", str(tmp_path / "t.csv")]) == 0
+    assert (tmp_path / "t.csv").exists() and (tmp_path / "t_agents.csv").exists()
+    assert "variance" in capsys.readouterr().out
+
+
+def test_evaluate_table_both_protocols() -> None:
+    model = train(TrainConfig(**FAST)).model
+    pop = build_population("dc-different-different-lambda", split="test")
+    for protocol in ("per-step", "mean-forecast"):
+        t = evaluate({"m": model}, pop, protocol=protocol)
+        assert t.loc[0, "variance"] >= 0 and t.loc[0, "mse"] >= 0 and 0 < t.loc[0, "jain"] <= 1

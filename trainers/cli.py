@@ -1,0 +1,197 @@
+"""``eqpm``: train, evaluate and compare socially-equitable public models.
+
+    eqpm train --population dc-different-different-lambda --q-plus-1 3 --epochs 300 --run-dir runs/eq3
+    eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
+    eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
+
+Invalid settings print one line ``eqpm: error: ...`` and exit with status 2,
+writing nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from eq_envs.datasets.errors import DataError
+from eq_envs.datasets.grid import REGIONS
+from eq_envs.presets import POPULATIONS, PRESETS, build_population
+from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, ConfigError, TrainConfig
+from trainers.estimators import BASELINES
+from trainers.evaluation import PROTOCOLS, evaluate
+from trainers.networks import load_public_model
+from trainers.training import train
+
+TABLE_COLUMNS = ["variance", "mean", "c95_c5", "worst", "mse", "entropy_ratio", "jain"]
+
+
+class CLIError(Exception):
+    """A bad command line (reported as one line, exit status 2)."""
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--population", choices=sorted(POPULATIONS), metavar="NAME",
+                   help=f"agent population; one of: {', '.join(POPULATIONS)} (default: from --config or "
+                        "dc-different-different-lambda)")
+    p.add_argument("--region", choices=sorted(REGIONS), metavar="BA",
+                   help=f"balancing authority whose grid data is used; one of {', '.join(REGIONS)} (default CISO)")
+    p.add_argument("--preset", choices=PRESETS, help="'paper' scales signals to [0, 10] as the paper; 'physical' keeps "
+                                                     "units (default paper)")
+
+
+def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) -> None:
+    _add_common(p)
+    p.add_argument("--config", type=Path, help="JSON file of TrainConfig settings; flags override it")
+    if with_objective:
+        p.add_argument("--objective", choices=OBJECTIVES, help="'equitable' (Equitable PM) or 'mse' (Plain PM)")
+    q = p.add_mutually_exclusive_group()
+    q.add_argument("--q", type=float, help="equity parameter q >= 0; the objective is sum_m Cbar_m^(q+1)")
+    q.add_argument("--q-plus-1", type=float, dest="q_plus_1", help="the exponent q+1 >= 1 as the paper's tables list it")
+    p.add_argument("--beta", type=float, help="weight of the MSE term in (1-beta)*L_q + beta*MSE, in [0, 1] (default 0)")
+    p.add_argument("--estimator", choices=ESTIMATOR_CHOICES,
+                   help="gradient estimator; 'auto' = pathwise for differentiable agents, else reinforce_weighted")
+    p.add_argument("--baseline", choices=BASELINES, help="baseline of reinforce_weighted (default deterministic)")
+    p.add_argument("--num-samples", type=int, dest="num_samples", help="prediction samples per input (default 1)")
+    p.add_argument("--epochs", type=int, help="training epochs (default 10 for train, 150 for compare)")
+    p.add_argument("--batch-size", type=int, dest="batch_size", help="clock positions per batch (default 128)")
+    p.add_argument("--lr", type=float, help="Adam learning rate (default 0.05 data centers, 1e-3 otherwise)")
+    p.add_argument("--max-batches", type=int, dest="max_batches", help="cap on batches per epoch")
+    p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", help="epochs between checkpoints")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="eqpm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-v", "--verbose", action="store_true", help="log data-loading reports and progress details")
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train one public model (resumes from RUN_DIR/checkpoint.pt if present)")
+    _add_train_options(t)
+    t.add_argument("--seed", type=int, help="random seed (same seed, same numbers on CPU)")
+    t.add_argument("--run-dir", type=Path, required=True, help="directory for config, logs, checkpoints and model.pt")
+    t.add_argument("--no-resume", action="store_true", help="refuse to continue an existing checkpoint")
+
+    e = sub.add_parser("evaluate", help="equity table of saved models on the held-out split")
+    e.add_argument("models", nargs="+", type=Path, help="model.pt files written by 'eqpm train'")
+    _add_common(e)
+    e.add_argument("--split", choices=("train", "test"), default="test", help="split to evaluate on (default test)")
+    e.add_argument("--protocol", choices=PROTOCOLS, default="per-step",
+                   help="'per-step' decisions (default) or the released code's one averaged forecast")
+    e.add_argument("--out", type=Path, help="write the table to this CSV (and per-agent regrets beside it)")
+
+    c = sub.add_parser("compare", help="the main job: train Plain PM and Equitable PM and print the comparison")
+    _add_train_options(c, with_objective=False)
+    c.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1", default=[1.0, 3.0],
+                   help="exponents q+1 of the Equitable PMs to train (default: 1 3)")
+    c.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; the table reports mean ± std (default 0)")
+    c.add_argument("--out-dir", type=Path, default=Path("runs/compare"),
+                   help="where runs and the table go (default runs/compare)")
+    return ap
+
+
+def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None) is not None:
+        data = TrainConfig.from_json(args.config).to_dict()
+    for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
+                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed"):
+        v = getattr(args, key, None)
+        if v is not None:
+            data[key] = v
+    if getattr(args, "q_plus_1", None) is not None:
+        data.pop("q", None)
+        data["q_plus_1"] = args.q_plus_1
+    data.update(overrides)
+    return TrainConfig.from_dict(data, source="command line")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    cfg = _config_from_args(args)
+    if args.no_resume and (args.run_dir / "checkpoint.pt").exists():
+        raise CLIError(f"{args.run_dir / 'checkpoint.pt'} exists and --no-resume was given; choose another --run-dir")
+    res = train(cfg, args.run_dir, resume=not args.no_resume, progress=True)
+    last = res.history[-1] if res.history else {}
+    print(json.dumps({"run_dir": str(args.run_dir), "epochs": len(res.history), **{k: last.get(k) for k in
+                                                                                    ("loss", "mse", "mean_regret")}}))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    for p in args.models:
+        if not p.is_file():
+            raise CLIError(f"model file {p} does not exist; accepted: model.pt files written by 'eqpm train'")
+    pop = build_population(args.population or "dc-different-different-lambda", split=args.split,
+                           preset=args.preset or "paper", region=args.region or "CISO")
+    models = {str(p): load_public_model(p) for p in args.models}
+    table = evaluate(models, pop, protocol=args.protocol, csv_path=args.out,
+                     agents_csv_path=args.out.with_name(args.out.stem + "_agents.csv") if args.out else None)
+    print(table.to_string(index=False))
+    return 0
+
+
+def summarize(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    """Mean ± std over seeds of the equity metrics, one row per method."""
+    df = pd.DataFrame(rows)
+    out = []
+    for method, g in df.groupby("method", sort=False):
+        r: dict[str, Any] = {"method": method, "seeds": len(g)}
+        for c in TABLE_COLUMNS:
+            m, s = g[c].mean(), g[c].std(ddof=1) if len(g) > 1 else 0.0
+            r[c] = f"{m:.4g} ± {s:.2g}"
+        out.append(r)
+    return pd.DataFrame(out)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    epochs = args.epochs if args.epochs is not None else 150
+    base = _config_from_args(args, epochs=epochs)  # validates every flag before anything is written
+    for qp1 in args.q_values:
+        if not qp1 >= 1:
+            raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
+    test_pop = build_population(base.population, split="test", preset=base.preset, region=base.region)
+    rows = []
+    t0 = time.perf_counter()
+    for seed in args.seeds:
+        runs = {"Plain PM": TrainConfig.from_dict({**base.to_dict(), "objective": "mse", "seed": seed})}
+        for qp1 in args.q_values:
+            d = {**base.to_dict(), "objective": "equitable", "seed": seed}
+            d.pop("q")
+            runs[f"Equitable PM q+1={qp1:g}"] = TrainConfig.from_dict({**d, "q_plus_1": qp1})
+        for method, cfg in runs.items():
+            tag = method.replace(" ", "_").replace("=", "").replace("+", "p")
+            res = train(cfg, args.out_dir / f"{tag}_seed{seed}", progress=False)
+            table = evaluate({method: res.model}, test_pop,
+                             agents_csv_path=args.out_dir / f"{tag}_seed{seed}" / "test_agent_regret.csv")
+            rows.append({"method": method, "seed": seed, **table.iloc[0].to_dict()})
+            print(f"[{time.perf_counter() - t0:6.1f}s] seed {seed} {method}: variance {rows[-1]['variance']:.4g}, "
+                  f"mean {rows[-1]['mean']:.4g}, C95-C5 {rows[-1]['c95_c5']:.4g}, MSE {rows[-1]['mse']:.4g}",
+                  file=sys.stderr)
+    pd.DataFrame(rows).to_csv(args.out_dir / "per_seed.csv", index=False)
+    summary = summarize(rows)
+    summary.to_csv(args.out_dir / "summary.csv", index=False)
+    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population}, {base.region}, "
+          f"preset {base.preset}, {epochs} epochs, seeds {args.seeds}:")
+    print(summary.to_string(index=False))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+    if not args.verbose:
+        logging.getLogger("eq_envs.data").setLevel(logging.ERROR)
+    try:
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare}[args.command](args)
+    except (CLIError, ConfigError, DataError) as exc:
+        ap.exit(2, f"eqpm: error: {exc}\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
