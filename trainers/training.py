@@ -165,12 +165,13 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             x, y = pop.observation(index), pop.truth(index).float()
             opt.zero_grad(set_to_none=True)
             if estimator == "mse":
-                loss_t = mse_loss(model.mean(x), y)
+                mean_pred = model.mean(x)
+                loss_t = mse_loss(mean_pred, y)
                 loss_t.backward()
                 sums["loss"] += float(loss_t.detach())
                 sums["mse"] += float(loss_t.detach())
-                with torch.no_grad():
-                    pred = model.mean(x).double()
+                with torch.no_grad():  # logged only: the regret of the deterministic prediction
+                    pred = mean_pred.detach().double()
                     regret_sum += pop.regret(pred if pred.dim() == 3 else pred.unsqueeze(0), index).mean(dim=1)
             else:
                 est = estimate(model, x, population_regret_fn(pop, index), q=cfg.q, estimator=estimator,
