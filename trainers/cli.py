@@ -141,8 +141,8 @@ def summarize(rows: list[dict[str, Any]]) -> pd.DataFrame:
     for method, g in df.groupby("method", sort=False):
         r: dict[str, Any] = {"method": method, "seeds": len(g)}
         for c in TABLE_COLUMNS:
-            m, s = g[c].mean(), g[c].std(ddof=1) if len(g) > 1 else 0.0
-            r[c] = f"{m:.4g} ± {s:.2g}"
+            m = g[c].mean()
+            r[c] = f"{m:.4g} ± {g[c].std(ddof=1):.2g}" if len(g) > 1 else f"{m:.4g}"
         out.append(r)
     return pd.DataFrame(out)
 
