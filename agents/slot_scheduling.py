@@ -92,7 +92,7 @@ class SlotSchedulingAgent(AgentGroup):
         return (self.slots.at(index) - self.available.at(index)).clamp_min(0)
 
     # -------------------------------------------------------------- decisions
-    def _availability(self, ctx: Context, shape: torch.Size, device: torch.device) -> Tensor | None:
+    def _availability(self, ctx: Context, device: torch.device) -> Tensor | None:
         if "available" not in ctx:
             return None
         t = torch.arange(self.horizon, device=device)
@@ -103,7 +103,7 @@ class SlotSchedulingAgent(AgentGroup):
         pred = pred.detach()
         M, B = ctx["slots"].shape
         pred = pred.expand(M, B, self.horizon)
-        avail = self._availability(ctx, pred.shape, pred.device)
+        avail = self._availability(ctx, pred.device)
         if avail is not None:
             pred = torch.where(avail, pred, torch.full_like(pred, float("inf")))
         # rank of every slot in ascending predicted order (stable: ties go to the earlier slot)

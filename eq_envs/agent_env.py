@@ -126,7 +126,7 @@ class DownstreamAgentEnv(gym.Env):
         regret = float(ev.regret[m, 0])
         info = {
             "regret": regret, "cost": float(ev.cost[m, 0]), "oracle_cost": float(ev.oracle_cost[m, 0]),
-            "decision": _agent_decision(self.population, ev.decisions, m), "clamped": bool(ev.clamped[m, 0]),
+            "decision": agent_decision(self.population, ev.decisions, m), "clamped": bool(ev.clamped[m, 0]),
             "clock": clock,
         }
         self._step += 1
@@ -135,7 +135,7 @@ class DownstreamAgentEnv(gym.Env):
         return obs, -regret, False, truncated, info
 
 
-def _agent_decision(population: Population, decisions: list[torch.Tensor], m: int) -> np.ndarray:
+def agent_decision(population: Population, decisions: list[torch.Tensor], m: int) -> np.ndarray:
     """Agent ``m``'s decision at batch position 0 from the per-group decision tensors."""
     offset = 0
     for g, d in zip(population.groups, decisions):

@@ -17,7 +17,7 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
-from eq_envs.agent_env import _agent_decision, action_space, check_action, observation_space
+from eq_envs.agent_env import action_space, agent_decision, check_action, observation_space
 from eq_envs.population import Population
 from eq_envs.presets import build_population
 
@@ -92,7 +92,7 @@ class PopulationParallelEnv(ParallelEnv):
         rewards = {a: -regret[m] for m, a in enumerate(self.possible_agents)}
         infos = {a: {"regret": regret[m], "cost": float(ev.cost[m, 0]), "oracle_cost": float(ev.oracle_cost[m, 0]),
                      "clamped": bool(ev.clamped[m, 0]), "clock": clock,
-                     "decision": _agent_decision(self.population, ev.decisions, m)}
+                     "decision": agent_decision(self.population, ev.decisions, m)}
                  for m, a in enumerate(self.possible_agents)}
         self._step += 1
         done = self._step >= self._length()

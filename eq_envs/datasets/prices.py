@@ -44,6 +44,7 @@ signals module falls back to the CISO default and records a warning.
 from __future__ import annotations
 
 from os import PathLike
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -123,6 +124,15 @@ def _note_negative(s: pd.Series, rep: Report, what: str) -> None:
         rep.info(f"{n} negative {what} prices kept (negative prices are real market outcomes)")
 
 
+def _price_series(vals: np.ndarray, idx: pd.DatetimeIndex, name: str, p: Path, rep: Report) -> pd.Series:
+    """$/MWh series on ``idx``: gaps filled and negatives counted in ``rep``, file recorded."""
+    s = _fill_gaps(pd.Series(vals, index=idx, name=name), rep, name)
+    _note_negative(s, rep, name)
+    s.attrs["unit"] = "$/MWh"
+    s.attrs["file"] = str(p)
+    return rep.attach(s)
+
+
 def load_caiso_bayshore(
     path: str | PathLike[str] | None = None, column: str = "hasp_price_per_mwh"
 ) -> pd.Series:
@@ -147,11 +157,7 @@ def load_caiso_bayshore(
         raise DataError(f"timestamp {idx[i]} is not on the hour", file=p, row=i + 1, field="start_datetime",
                         accepted="hourly UTC timestamps")
     vals, _ = numeric_column(df, column, p, allow_missing=True)
-    s = _fill_gaps(pd.Series(vals, index=idx, name=column), rep, column)
-    _note_negative(s, rep, column)
-    s.attrs["unit"] = "$/MWh"
-    s.attrs["file"] = str(p)
-    return rep.attach(s)
+    return _price_series(vals, idx, column, p, rep)
 
 
 def load_caiso_da_2020(path: str | PathLike[str] | None = None) -> pd.Series:
@@ -170,12 +176,8 @@ def load_caiso_da_2020(path: str | PathLike[str] | None = None) -> pd.Series:
     check_strictly_increasing(ts, p, tcol)
     idx = (pd.DatetimeIndex(ts) - pd.Timedelta(hours=1) + pd.Timedelta(hours=8)).tz_localize("UTC")
     vals, _ = numeric_column(df, vcol, p, allow_missing=True)
-    s = _fill_gaps(pd.Series(vals * 1000.0, index=idx, name="da_price_per_mwh"), rep, "DA price")
-    _note_negative(s, rep, "DA")
     rep.info("converted $/kWh to $/MWh; hour-ending Pacific standard time (UTC-8) shifted to UTC hour start")
-    s.attrs["unit"] = "$/MWh"
-    s.attrs["file"] = str(p)
-    return rep.attach(s)
+    return _price_series(vals * 1000.0, idx, "da_price_per_mwh", p, rep)
 
 
 def load_ercot_dam_2022(path: str | PathLike[str] | None = None, column: str = "HB_HUBAVG") -> pd.Series:
@@ -214,11 +216,7 @@ def load_ercot_dam_2022(path: str | PathLike[str] | None = None, column: str = "
     idx = idx.tz_convert("UTC")
     check_strictly_increasing(idx, p, "delivery_date/hour_ending")
     vals, _ = numeric_column(df, column, p, allow_missing=True)
-    s = _fill_gaps(pd.Series(vals, index=idx, name=column), rep, column)
-    _note_negative(s, rep, column)
-    s.attrs["unit"] = "$/MWh"
-    s.attrs["file"] = str(p)
-    return rep.attach(s)
+    return _price_series(vals, idx, column, p, rep)
 
 
 def load_price_source(source: str, path: str | PathLike[str] | None = None, column: str | None = None) -> pd.Series:
