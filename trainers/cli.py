@@ -3,6 +3,7 @@
     eqpm train --population dc-different-different-lambda --q-plus-1 3 --epochs 300 --run-dir runs/eq3
     eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
     eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
+    eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
 
 Invalid settings print one line ``eqpm: error: ...`` and exit with status 2,
 writing nothing.
@@ -25,7 +26,10 @@ from eq_envs.presets import POPULATIONS, PRESETS, build_population
 from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, ConfigError, TrainConfig
 from trainers.estimators import BASELINES
 from trainers.evaluation import PROTOCOLS, evaluate
+from trainers.grid import BACKENDS, run_grid
 from trainers.networks import load_public_model
+from trainers.reports import STUDY_TITLES, write_study_report
+from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_NAMES, study_specs
 from trainers.training import train
 
 TABLE_COLUMNS = ["variance", "mean", "c95_c5", "worst", "mse", "entropy_ratio", "jain"]
@@ -91,6 +95,23 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; the table reports mean ± std (default 0)")
     c.add_argument("--out-dir", type=Path, default=Path("runs/compare"),
                    help="where runs and the table go (default runs/compare)")
+    r = sub.add_parser("reproduce", help="run a study of the paper (or beyond it) as a grid of runs; tables and plots",
+                       description="Studies: " + "; ".join(f"{k}: {v}" for k, v in STUDY_TITLES.items())
+                                   + ". 'all' runs every study.")
+    r.add_argument("studies", nargs="+", metavar="STUDY", help=f"one or more of: {', '.join(STUDY_NAMES)}, all")
+    r.add_argument("--quick", action="store_true",
+                   help=f"smoke-size runs ({QUICK['epochs']} epochs of at most {QUICK['max_batches']} batches, seed 0)")
+    r.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
+    r.add_argument("--out", type=Path, help="root of run directories and reports (default runs/reproduce, "
+                                            "--quick: runs/reproduce-quick)")
+    r.add_argument("--figures-dir", type=Path, dest="figures_dir", help="where the PNG plots go (default beside "
+                                                                         "each study's tables)")
+    r.add_argument("--backend", choices=BACKENDS, default="ray",
+                   help="'ray' (default: local Ray on this machine's cores, or --address) or 'sequential'")
+    r.add_argument("--address", help="address of an existing Ray cluster (e.g. auto or ray://host:10001)")
+    r.add_argument("--num-cpus", type=int, dest="num_cpus", help="cores of the local Ray instance (default: all)")
+    r.add_argument("--report-only", action="store_true", dest="report_only",
+                   help="train nothing; rebuild tables and plots from the finished run directories")
     return ap
 
 
@@ -180,6 +201,31 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    names = list(STUDY_NAMES) if "all" in args.studies else list(dict.fromkeys(args.studies))
+    for n in names:
+        if n not in STUDY_NAMES:
+            raise CLIError(f"unknown study {n!r}; accepted: {', '.join(STUDY_NAMES)}, all")
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise CLIError(f"--num-cpus {args.num_cpus} is not accepted; accepted: an integer >= 1")
+    if args.address is not None and args.backend != "ray":
+        raise CLIError("--address needs --backend ray")
+    seeds = args.seeds or ([0] if args.quick else list(DEFAULT_SEEDS))
+    out = args.out or Path("runs/reproduce-quick" if args.quick else "runs/reproduce")
+    specs = {n: study_specs(n, seeds, quick=args.quick) for n in names}
+    t0 = time.perf_counter()
+    if not args.report_only:
+        run_grid([s for v in specs.values() for s in v], out, backend=args.backend, address=args.address,
+                 num_cpus=args.num_cpus)
+    for n in names:
+        paths = write_study_report(n, specs[n], out, args.figures_dir)
+        print(paths["summary_md"].read_text())
+        print(paths["claims"].read_text())
+    print(f"wall time {time.perf_counter() - t0:.0f} s; tables and plots under {out}"
+          + (f" and {args.figures_dir}" if args.figures_dir else ""))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = build_parser()
     args = ap.parse_args(argv)
@@ -187,7 +233,8 @@ def main(argv: list[str] | None = None) -> int:
     if not args.verbose:
         logging.getLogger("eq_envs.data").setLevel(logging.ERROR)
     try:
-        return {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare}[args.command](args)
+        return {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
+                "reproduce": cmd_reproduce}[args.command](args)
     except (CLIError, ConfigError, DataError) as exc:
         ap.exit(2, f"eqpm: error: {exc}\n")
     return 0

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from eq_envs.datasets.grid import REGIONS
+from eq_envs.population import LAYOUTS
 from eq_envs.presets import POPULATIONS, PRESETS
 from trainers.estimators import BASELINES, CREDITS, ESTIMATORS
 from trainers.objectives import check_beta, check_q
@@ -51,7 +52,11 @@ class TrainConfig:
     ``lr=None`` takes the paper's learning rate for the population (0.05 data
     centers; 1e-3 for the others, ten times the paper's 1e-4 because our runs
     are tens of epochs, not hundreds).  ``step_size``/``lr_gamma`` are the
-    paper's StepLR, stepped once per epoch.
+    paper's StepLR, stepped once per epoch.  ``layout`` is the population's
+    time layout (:mod:`eq_envs.population`): ``"chunked"`` (default, the paper's:
+    each agent its own stretch of time) or ``"shared"`` (every agent at the same
+    hour: one public input per clock position, the layout of
+    ``eq_envs/PublicModel-v0``, so the trainer and an SB3 policy see the same problem).
     """
 
     population: str = "dc-different-different-lambda"
@@ -74,6 +79,7 @@ class TrainConfig:
     max_batches: int | None = None
     seed: int = 0
     checkpoint_every: int = 1
+    layout: str = "chunked"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -102,6 +108,7 @@ class TrainConfig:
         choice("preset", self.preset, PRESETS)
         choice("objective", self.objective, OBJECTIVES)
         choice("estimator", self.estimator, ESTIMATOR_CHOICES)
+        choice("layout", self.layout, LAYOUTS)
         if self.baseline is not None:
             choice("baseline", self.baseline, BASELINES)
         if self.credit is not None:

@@ -34,11 +34,16 @@ from eq_envs.presets import build_population
 from trainers.config import ConfigError, TrainConfig
 from trainers.estimators import estimate
 from trainers.networks import PublicModel, build_public_model, save_public_model
-from trainers.objectives import mse_loss
+from trainers.objectives import equitable_loss, mse_loss
 
 log = logging.getLogger("trainers")
 CHECKPOINT_VERSION = 1
-CSV_FIELDS = ("epoch", "loss", "eq_loss", "mse", "mean_regret", "max_agent_regret", "lr", "seconds", "batches")
+#: Settings added to :class:`TrainConfig` later, with the value older checkpoints were trained with.
+_ADDED_DEFAULTS = {"layout": "chunked"}
+# eq_norm: the norm-form Equitable Objective (sum_m Cbar_m^(q+1))^(1/(q+1)) of the epoch's per-agent mean
+# regrets -- comparable across estimators whatever loss form they optimise (eq_loss is in the estimator's form).
+CSV_FIELDS = ("epoch", "loss", "eq_loss", "eq_norm", "mse", "mean_regret", "max_agent_regret", "lr", "seconds",
+              "batches")
 
 
 @dataclass
@@ -103,7 +108,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         tensorboard: write TensorBoard logs in ``run_dir/tb``.
     """
     _set_threads()
-    pop = build_population(cfg.population, split="train", preset=cfg.preset, region=cfg.region)
+    pop = build_population(cfg.population, split="train", preset=cfg.preset, region=cfg.region, layout=cfg.layout)
     model_cfg = cfg.model_config
     if int(model_cfg.get("horizon", 1)) != pop.horizon:
         raise ConfigError(f"model horizon {model_cfg.get('horizon')} does not match population {pop.name} "
@@ -126,7 +131,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             ck = torch.load(ckpt_path, weights_only=True)
             saved = json.loads(ck["config"])
             mine = cfg.to_dict()
-            diff = sorted(k for k in mine if k != "epochs" and saved.get(k) != mine[k])
+            # settings added after a checkpoint was written count as their default there
+            diff = sorted(k for k in mine if k != "epochs" and saved.get(k, _ADDED_DEFAULTS.get(k)) != mine[k])
             if diff:
                 raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
                                   f"use another run directory or resume with the same settings")
@@ -186,7 +192,9 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         sched.step()
         per_agent = regret_sum / num_batches
         row = {"epoch": epoch, "loss": sums["loss"] / num_batches, "eq_loss": sums["eq_loss"] / num_batches,
-               "mse": sums["mse"] / num_batches, "mean_regret": float(per_agent.mean()),
+               "mse": sums["mse"] / num_batches,
+               "eq_norm": float(equitable_loss(per_agent.clamp_min(0), cfg.q, form="norm")),
+               "mean_regret": float(per_agent.mean()),
                "max_agent_regret": float(per_agent.max()), "lr": opt.param_groups[0]["lr"],
                "seconds": time.perf_counter() - t0, "batches": num_batches}
         history.append(row)
@@ -222,5 +230,5 @@ def _write_csv(path: Path, history: list[dict[str, float]]) -> None:
         w = csv.DictWriter(fh, fieldnames=CSV_FIELDS)
         w.writeheader()
         for row in history:
-            w.writerow({k: row[k] for k in CSV_FIELDS})
+            w.writerow({k: row.get(k, "") for k in CSV_FIELDS})
     os.replace(tmp, path)

@@ -1,0 +1,215 @@
+"""Run a grid of training runs on Ray, or sequentially, and skip what is finished.
+
+Each run lives in ``ROOT/runs/<run_id>/``: the trainer's own files (config,
+metrics.csv, checkpoint.pt, model.pt) and, once evaluated, ``result.json`` and
+``agent_regret.csv``.  A run whose ``result.json`` exists with the same
+settings is finished and is not run again; an interrupted run resumes from its
+checkpoint.  Results are always aggregated from the run directories
+(:func:`collect`), never from memory, so a study can be stopped and restarted
+at any point.
+
+Ray: by default a local Ray instance on this machine's cores is started (no
+set-up); ``address=`` joins an existing cluster (``"auto"`` or
+``"ray://host:10001"``).  Each run is one Ray task with ``num_cpus=1`` and
+one torch thread.  Workers send their results back to the driver, which
+writes ``result.json``; on a cluster without a shared file system, the
+checkpoints stay on the worker's disk (a restarted study then retrains
+unfinished runs from scratch).  On a cluster, every node needs this package
+installed (``pip install -e .``) with its bundled data.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainers.studies import RunSpec
+
+log = logging.getLogger("trainers")
+BACKENDS = ("ray", "sequential")
+RESULT_FILE = "result.json"
+
+
+def run_dir(root: Path, spec: RunSpec) -> Path:
+    return Path(root) / "runs" / spec.run_id
+
+
+def is_finished(root: Path, spec: RunSpec) -> bool:
+    """True when ``result.json`` exists for exactly these settings."""
+    p = run_dir(root, spec) / RESULT_FILE
+    if not p.is_file():
+        return False
+    try:
+        return json.loads(p.read_text()).get("config") == spec.config
+    except json.JSONDecodeError:
+        return False
+
+
+def samples_per_epoch(cfg: Any, num_agents: int, num_steps: int) -> int:
+    """Agent-decisions one epoch scores: positions x agents x (samples + a deterministic baseline)."""
+    positions = num_steps
+    if cfg.max_batches is not None:
+        positions = min(num_steps, cfg.max_batches * cfg.batch_size)
+    if cfg.objective == "mse":
+        per_input = 1  # the logged regret of the mean prediction (the MSE fit itself needs no decision)
+    else:
+        extra = 1 if cfg.estimator == "reinforce_weighted" and (cfg.baseline or "deterministic") == "deterministic" else 0
+        per_input = cfg.num_samples + extra
+    return positions * num_agents * per_input
+
+
+def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1) -> dict[str, Any]:
+    """Train (or resume) and evaluate one run; returns the result record (also used as the Ray task).
+
+    Imports are local so that a Ray worker pays for them once per process.
+    """
+    import torch
+
+    from eq_envs.presets import build_population
+    from trainers.evaluation import agent_regrets
+    from trainers.metrics import equity_metrics
+    from trainers.training import train
+
+    if threads:
+        torch.set_num_threads(threads)
+        os.environ["EQPM_THREADS"] = str(threads)
+    spec = RunSpec.from_dict(spec_dict)
+    cfg = spec.train_config()
+    out = run_dir(Path(root), spec)
+    t0 = time.perf_counter()
+    res = train(cfg, out, resume=True, progress=False, tensorboard=False)
+    train_s = sum(h["seconds"] for h in res.history)
+    train_pop = build_population(cfg.population, split="train", preset=cfg.preset, region=cfg.region,
+                                 layout=cfg.layout)
+    test = build_population(cfg.population, split="test", preset=cfg.preset, region=cfg.region, layout=cfg.layout)
+    record: dict[str, Any] = {**spec.to_dict(), "train_seconds": train_s, "epochs_run": len(res.history),
+                              "samples": samples_per_epoch(cfg, train_pop.num_agents, train_pop.num_steps)
+                              * len(res.history),
+                              "final_train_eq_loss": res.history[-1]["eq_loss"] if res.history else None,
+                              "final_train_mean_regret": res.history[-1]["mean_regret"] if res.history else None}
+    agents: dict[str, list[float]] = {}
+    for protocol, key in (("per-step", "test"), ("mean-forecast", "test_mean_forecast")):
+        regrets, mse = agent_regrets(res.model, test, protocol)
+        record[key] = equity_metrics(regrets, test.agent_names, mse)
+        agents[protocol] = regrets.tolist()
+    record["agent_names"] = list(test.agent_names)
+    record["agent_regret"] = agents
+    record["wall_seconds"] = time.perf_counter() - t0
+    return record
+
+
+def write_result(root: Path, record: dict[str, Any]) -> None:
+    """Write ``result.json`` and ``agent_regret.csv`` atomically into the run directory."""
+    d = Path(root) / "runs" / record["run_id"]
+    d.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(record["agent_regret"], index=pd.Index(record["agent_names"], name="agent")) \
+        .to_csv(d / "agent_regret.csv")
+    tmp = d / (RESULT_FILE + ".tmp")
+    tmp.write_text(json.dumps(record, indent=1))
+    os.replace(tmp, d / RESULT_FILE)
+
+
+def _unique(specs: Sequence[RunSpec]) -> list[RunSpec]:
+    seen: dict[str, RunSpec] = {}
+    for s in specs:
+        seen.setdefault(s.run_id, s)
+    return list(seen.values())
+
+
+def run_grid(specs: Sequence[RunSpec], root: str | Path, *, backend: str = "ray", address: str | None = None,
+             num_cpus: int | None = None, report: Callable[[str], None] | None = None) -> dict[str, int]:
+    """Run every unfinished spec; returns counts ``{"total", "skipped", "ran"}``.
+
+    Runs shared by several studies (the same settings, hence the same
+    ``run_id``) are trained once.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"backend={backend!r} is not accepted; accepted: {', '.join(BACKENDS)}")
+    root = Path(root)
+    say = report or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    unique = _unique(specs)
+    todo = [s for s in unique if not is_finished(root, s)]
+    counts = {"total": len(unique), "skipped": len(unique) - len(todo), "ran": 0}
+    say(f"{len(unique)} runs: {counts['skipped']} finished before, {len(todo)} to run ({backend})")
+    if not todo:
+        return counts
+    t0 = time.perf_counter()
+
+    def done(record: dict[str, Any]) -> None:
+        write_result(root, record)
+        counts["ran"] += 1
+        m = record["test"]
+        say(f"[{time.perf_counter() - t0:7.1f}s] {counts['ran']}/{len(todo)} {record['run_id']}: "
+            f"variance {m['variance']:.4g}, mean {m['mean']:.4g}, C95-C5 {m['c95_c5']:.4g}, MSE {m['mse']:.4g}")
+
+    if backend == "sequential":
+        for s in todo:
+            done(execute(s.to_dict(), str(root), threads=None))
+        return counts
+
+    import ray
+
+    started_here = not ray.is_initialized()
+    if started_here:
+        env = {"env_vars": {"EQPM_THREADS": "1", "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}}
+        if address is None:
+            ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, runtime_env=env,
+                     configure_logging=False)
+        else:
+            ray.init(address=address, log_to_driver=False, runtime_env=env, configure_logging=False)
+    try:
+        task = ray.remote(num_cpus=1, max_retries=1)(execute)
+        pending = {task.remote(s.to_dict(), str(root.resolve())): s for s in todo}
+        while pending:
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            spec = pending.pop(ready[0])
+            try:
+                done(ray.get(ready[0]))
+            except ray.exceptions.RayTaskError as exc:
+                for ref in pending:
+                    ray.cancel(ref)
+                raise RuntimeError(f"run {spec.run_id} failed: {exc.cause!r}") from exc.cause
+    finally:
+        if started_here:
+            ray.shutdown()
+    return counts
+
+
+def collect(root: str | Path, specs: Sequence[RunSpec]) -> pd.DataFrame:
+    """One row per finished run of ``specs`` (study labels from the specs, numbers from the run directories).
+
+    Columns: study, setting, method, q_plus_1, beta, estimator, seed, run_id,
+    the per-step test metrics, the mean-forecast metrics prefixed ``mf_``,
+    samples, train_seconds.  Unfinished runs are left out (and counted in ``attrs['missing']``).
+    """
+    rows, missing = [], []
+    for s in specs:
+        p = run_dir(Path(root), s) / RESULT_FILE
+        if not is_finished(Path(root), s):
+            missing.append(s.run_id)
+            continue
+        rec = json.loads(p.read_text())
+        row: dict[str, Any] = {"study": s.study, "setting": s.setting, "method": s.method,
+                               "q_plus_1": s.q_plus_1 if s.q_plus_1 is not None else np.nan, "beta": s.beta,
+                               "estimator": s.estimator, "seed": s.seed, "run_id": s.run_id,
+                               "samples": rec["samples"], "train_seconds": rec["train_seconds"]}
+        row.update({k: v for k, v in rec["test"].items()})
+        row.update({f"mf_{k}": v for k, v in rec["test_mean_forecast"].items()})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    df.attrs["missing"] = missing
+    return df
+
+
+def agent_regret_table(root: str | Path, spec: RunSpec, protocol: str = "per-step") -> pd.Series:
+    """Per-agent held-out regret of one finished run."""
+    df = pd.read_csv(run_dir(Path(root), spec) / "agent_regret.csv", index_col="agent")
+    return df[protocol]

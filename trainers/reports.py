@@ -1,0 +1,347 @@
+"""Tables, claim checks and plots of a study, built from its finished run directories.
+
+For a study NAME under ``OUT`` :func:`write_study_report` writes
+
+* ``OUT/NAME/per_run.csv`` -- one row per run and seed (both protocols);
+* ``OUT/NAME/summary.csv`` and ``summary.md`` -- the paper's table format, mean ± std over seeds
+  (per-step protocol; the released code's mean-forecast protocol in a second table);
+* ``OUT/NAME/claims.md`` -- each claim of the paper checked on the means over seeds, with the numbers;
+* PNG plots in ``figures_dir`` (default ``OUT/NAME``): per-agent regret distributions,
+  variance and C95 - C5 against q+1, MSE against variance (fairness-accuracy trade-off), and for the
+  ``estimators`` study the training Equitable Objective against environment samples.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trainers.grid import agent_regret_table, collect, run_dir
+from trainers.studies import RunSpec
+
+KEY = ["setting", "method", "q_plus_1", "beta", "estimator"]
+SUMMARY_METRICS = {"variance": "Variance", "mean": "Mean", "c95_c5": "C95−C5", "mse": "MSE", "worst": "Worst agent",
+                   "entropy_ratio": "Entropy ratio"}
+
+
+def _fmt(mean: float, std: float, n: int) -> str:
+    def g(v: float) -> str:
+        return f"{v:.3g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.4g}"
+    if n > 1 and math.isfinite(std):
+        return f"{g(mean)} ± {g(std)}"
+    return g(mean)
+
+
+def _order(df: pd.DataFrame) -> pd.DataFrame:
+    """Settings in study order; inside a setting Equitable PMs by q+1 and beta, the Plain PM last (as the paper)."""
+    settings = list(dict.fromkeys(df["setting"]))
+    df = df.assign(_s=df["setting"].map(settings.index), _plain=(df["method"] == "Plain PM").astype(int),
+                   _q=df["q_plus_1"].fillna(0.0))
+    return df.sort_values(["_s", "_plain", "_q", "beta", "estimator"]).drop(columns=["_s", "_plain", "_q"])
+
+
+def summarize(runs: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
+    """Mean, std and seed count of each metric per (setting, method, q+1, beta, estimator)."""
+    cols = [prefix + c for c in SUMMARY_METRICS]
+    g = runs.groupby(KEY, dropna=False, sort=False)
+    out = g[cols].mean().add_suffix("_mean").join(g[cols].std(ddof=1).add_suffix("_std"))
+    out["seeds"] = g.size()
+    out = out.reset_index()
+    return _order(out)
+
+
+def markdown_table(summary: pd.DataFrame, prefix: str = "") -> str:
+    show_est = summary["estimator"].nunique() > 2  # mse plus more than one estimator
+    show_beta = (summary["beta"] > 0).any()
+    head = ["Setting", "Method", "q+1"] + (["β"] if show_beta else []) + (["Estimator"] if show_est else []) \
+        + list(SUMMARY_METRICS.values()) + ["Seeds"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in summary.iterrows():
+        cells = [r["setting"], r["method"], "-" if pd.isna(r["q_plus_1"]) else f"{r['q_plus_1']:g}"]
+        if show_beta:
+            cells.append("-" if r["method"] == "Plain PM" else f"{r['beta']:g}")
+        if show_est:
+            cells.append(r["estimator"])
+        n = int(r["seeds"])
+        cells += [_fmt(r[f"{prefix}{c}_mean"], r[f"{prefix}{c}_std"], n) for c in SUMMARY_METRICS]
+        cells.append(str(n))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- claims
+def _verdict(ok: bool) -> str:
+    return "holds" if ok else "does not hold"
+
+
+def check_claims(runs: pd.DataFrame, study: str) -> list[dict[str, Any]]:
+    """The paper's claims per setting, checked on the means over seeds.
+
+    Each entry: setting, claim, holds (bool), evidence (the numbers).  Paired
+    seed counts say in how many seeds an Equitable PM beat the Plain PM of the same seed.
+    """
+    out: list[dict[str, Any]] = []
+    for setting, g in runs.groupby("setting", sort=False):
+        plain = g[g["method"] == "Plain PM"]
+        eq = g[g["method"] == "Equitable PM"]
+        if plain.empty or eq.empty:
+            continue
+        p = plain[["variance", "c95_c5", "mse", "mean"]].mean()
+        by = "beta" if study == "table4" else "q_plus_1"
+        means = eq.groupby(by)[["variance", "c95_c5", "mse", "mean"]].mean().sort_index()
+        paired = eq.merge(plain[["seed", "variance", "c95_c5"]], on="seed", suffixes=("", "_plain"))
+        label = "β" if by == "beta" else "q+1"
+        for metric, name in (("variance", "variance"), ("c95_c5", "C95−C5")):
+            below = bool((means[metric] < p[metric]).all())
+            wins = int((paired[metric] < paired[f"{metric}_plain"]).sum())
+            ev = ", ".join(f"{label}={k:g}: {v:.4g}" for k, v in means[metric].items())
+            out.append({"setting": setting, "claim": f"Equitable PM {name} below Plain PM for every {label}",
+                        "holds": below, "evidence": f"Plain {p[metric]:.4g}; {ev}; Equitable below Plain in "
+                                                    f"{wins}/{len(paired)} (run, seed) pairs"})
+        if len(means) > 1:
+            for metric, name in (("variance", "variance"), ("c95_c5", "C95−C5")):
+                vals = means[metric].to_numpy()
+                if by == "beta":  # the paper: beta = 0 is the most uniform, equity degrades as beta grows
+                    ok = bool(np.all(np.diff(vals) >= 0))
+                    claim = f"{name} grows with β (β = 0 most uniform)"
+                else:
+                    ok = bool(np.all(np.diff(vals) <= 0))
+                    claim = f"{name} falls as q grows"
+                out.append({"setting": setting, "claim": claim, "holds": ok,
+                            "evidence": " → ".join(f"{v:.4g}" for v in vals)})
+        if by == "beta":
+            vals = means["mse"].to_numpy()
+            out.append({"setting": setting, "claim": "MSE falls as β grows", "holds": bool(np.all(np.diff(vals) <= 0)),
+                        "evidence": " → ".join(f"{v:.4g}" for v in vals) + f" (Plain {p['mse']:.4g})"})
+        ratio = means["mse"] / p["mse"]
+        out.append({"setting": setting, "claim": "Equitable PM MSE slightly above Plain PM (within +25%)",
+                    "holds": bool(((ratio >= 1.0) & (ratio <= 1.25)).all()),
+                    "evidence": ", ".join(f"{label}={k:g}: ×{v:.3f}" for k, v in ratio.items())})
+    return out
+
+
+def _plain_markdown(df: pd.DataFrame) -> str:
+    cells = [[f"{v:.4g}" if isinstance(v, float) else str(v) for v in row] for row in df.itertuples(index=False)]
+    return "\n".join(["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+                     + ["| " + " | ".join(r) + " |" for r in cells])
+
+
+def claims_markdown(claims: Sequence[dict[str, Any]]) -> str:
+    lines = ["| Setting | Claim | Verdict | Numbers (means over seeds) |", "|---|---|---|---|"]
+    for c in claims:
+        lines.append(f"| {c['setting']} | {c['claim']} | **{_verdict(c['holds'])}** | {c['evidence']} |")
+    return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------ plots
+def _label(r: pd.Series) -> str:
+    if r["method"] == "Plain PM":
+        return "Plain"
+    lab = f"q+1={r['q_plus_1']:g}"
+    if r["beta"] > 0 or r.get("study") == "table4":
+        lab += f", β={r['beta']:g}"
+    if r.get("study") == "estimators":
+        lab = r["estimator"]
+    return lab
+
+
+def plot_distributions(runs: pd.DataFrame, specs: Sequence[RunSpec], root: Path, path: Path, title: str) -> None:
+    """Box plots of per-agent held-out regret (averaged over seeds) per method, one panel per setting."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    by_id = {s.run_id: s for s in specs}
+    settings = list(dict.fromkeys(runs["setting"]))
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        g = _order(runs[runs["setting"] == setting])
+        data, labels = [], []
+        for lab, gg in g.groupby(g.apply(_label, axis=1), sort=False):
+            per_seed = [agent_regret_table(root, by_id[i]) for i in gg["run_id"]]
+            data.append(pd.concat(per_seed, axis=1).mean(axis=1).to_numpy())
+            labels.append(lab)
+        ax.boxplot(data, showfliers=True)
+        ax.set_xticks(range(1, len(labels) + 1), labels, rotation=30, ha="right", fontsize=8)
+        ax.set_title(setting, fontsize=9)
+        ax.set_ylabel("per-agent held-out regret")
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_equity_vs_q(summary: pd.DataFrame, path: Path, title: str, by: str = "q_plus_1") -> None:
+    """Variance and C95 - C5 (mean ± std over seeds) against q+1 (or beta), the Plain PM as a dashed line."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(summary["setting"]))
+    fig, axes = plt.subplots(2, len(settings), figsize=(4.0 * len(settings), 5.4), squeeze=False)
+    for j, setting in enumerate(settings):
+        g = summary[summary["setting"] == setting]
+        eq = g[g["method"] == "Equitable PM"].sort_values(by)
+        plain = g[g["method"] == "Plain PM"]
+        for i, (m, name) in enumerate((("variance", "variance"), ("c95_c5", "C95−C5"))):
+            ax = axes[i][j]
+            x = np.arange(len(eq))
+            ax.errorbar(x, eq[f"{m}_mean"], yerr=eq[f"{m}_std"].fillna(0), marker="o", capsize=3,
+                        label="Equitable PM")
+            if not plain.empty:
+                pm, ps = float(plain[f"{m}_mean"].iloc[0]), float(plain[f"{m}_std"].fillna(0).iloc[0])
+                ax.axhline(pm, ls="--", color="k", label="Plain PM")
+                ax.axhspan(pm - ps, pm + ps, color="k", alpha=0.08)
+            ax.set_xticks(x, [f"{v:g}" for v in eq[by]])
+            ax.set_xlabel("β" if by == "beta" else "q+1")
+            ax.set_ylabel(name)
+            if i == 0:
+                ax.set_title(setting, fontsize=9)
+                ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def plot_tradeoff(summary: pd.DataFrame, path: Path, title: str) -> None:
+    """MSE against variance of per-agent regret: each Equitable PM (labelled q+1, beta) and the Plain PM."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    settings = list(dict.fromkeys(summary["setting"]))
+    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
+    for ax, setting in zip(axes[0], settings):
+        g = summary[summary["setting"] == setting]
+        for _, r in g.iterrows():
+            plain = r["method"] == "Plain PM"
+            ax.errorbar(r["variance_mean"], r["mse_mean"], xerr=0 if pd.isna(r["variance_std"]) else r["variance_std"],
+                        yerr=0 if pd.isna(r["mse_std"]) else r["mse_std"], marker="s" if plain else "o",
+                        color="k" if plain else "C0", capsize=2)
+            lab = "Plain" if plain else f"q+1={r['q_plus_1']:g}" + (f", β={r['beta']:g}" if r["beta"] > 0 else "")
+            ax.annotate(lab, (r["variance_mean"], r["mse_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        ax.set_xlabel("variance of per-agent regret (held-out)")
+        ax.set_ylabel("MSE (held-out)")
+        ax.set_title(setting, fontsize=9)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def estimator_curves(runs: pd.DataFrame, specs: Sequence[RunSpec], root: Path) -> pd.DataFrame:
+    """Per epoch and estimator: training Equitable Objective (norm form) against environment samples."""
+    by_id = {s.run_id: s for s in specs}
+    rows = []
+    for _, r in runs.iterrows():
+        m = pd.read_csv(run_dir(root, by_id[r["run_id"]]) / "metrics.csv")
+        per_epoch = r["samples"] / max(len(m), 1)
+        for _, e in m.iterrows():
+            rows.append({"estimator": r["estimator"], "seed": r["seed"], "epoch": int(e["epoch"]),
+                         "samples": per_epoch * e["epoch"], "eq_norm": e["eq_norm"]})
+    return pd.DataFrame(rows)
+
+
+def samples_to_reach(curves: pd.DataFrame, reference: str, window: int = 5) -> pd.DataFrame:
+    """Samples each estimator needs to reach the reference estimator's final training objective.
+
+    The target is the reference's mean over seeds of its last ``window`` epochs; an
+    estimator reaches it at the first epoch whose ``window``-epoch running mean
+    (averaged over seeds) is at or below the target.
+    """
+    mean = curves.groupby(["estimator", "epoch"])[["eq_norm", "samples"]].mean().reset_index()
+    ref = mean[mean["estimator"] == reference].sort_values("epoch")
+    target = float(ref["eq_norm"].tail(window).mean())
+    rows = []
+    for est, g in mean.groupby("estimator"):
+        g = g.sort_values("epoch")
+        smooth = g["eq_norm"].rolling(window, min_periods=window).mean()
+        hit = g[smooth <= target]
+        rows.append({"estimator": est, "target_eq_norm": target,
+                     "samples_to_target": float(hit["samples"].iloc[0]) if len(hit) else float("nan"),
+                     "final_eq_norm": float(g["eq_norm"].tail(window).mean())})
+    return pd.DataFrame(rows)
+
+
+def plot_estimator_curves(curves: pd.DataFrame, path: Path, title: str) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for est, g in curves.groupby("estimator"):
+        m = g.groupby("epoch")[["samples", "eq_norm"]].mean()
+        s = g.groupby("epoch")["eq_norm"].std().fillna(0)
+        ax.plot(m["samples"], m["eq_norm"].rolling(5, min_periods=1).mean(), label=est)
+        ax.fill_between(m["samples"], m["eq_norm"] - s, m["eq_norm"] + s, alpha=0.15)
+    ax.set_xlabel("environment samples (agent-decisions)")
+    ax.set_ylabel("training Equitable Objective (norm form)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------ driver
+STUDY_TITLES = {
+    "table1": "Table 1 / Fig. 2: 50 data centers (CISO)",
+    "table2": "Table 2 / Fig. 3: 70 EVs, carbon + water + price (CISO)",
+    "table3": "Table 3: mixed data centers, EVs and phones (CISO carbon)",
+    "table4": "Table 4 / Fig. 6: combined objective, EV different agents, q+1 = 40",
+    "estimators": "Paper REINFORCE vs weighted REINFORCE, EV similar agents, q+1 = 20",
+    "region": "Table 1, different agents & different λ, on ERCOT (Texas) data",
+    "phone": "Phones alone, true decision regret (CISO carbon)",
+}
+
+
+def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
+                       figures_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write tables, claims and plots of ``study`` from the finished runs under ``root``; returns the paths."""
+    root = Path(root)
+    out = root / study
+    out.mkdir(parents=True, exist_ok=True)
+    figs = Path(figures_dir) if figures_dir is not None else out
+    figs.mkdir(parents=True, exist_ok=True)
+    runs = collect(root, specs)
+    if runs.empty:
+        raise RuntimeError(f"study {study}: no finished runs under {root}")
+    runs["study"] = study
+    paths = {"per_run": out / "per_run.csv", "summary_csv": out / "summary.csv", "summary_md": out / "summary.md",
+             "claims": out / "claims.md"}
+    runs.to_csv(paths["per_run"], index=False)
+    summary = summarize(runs)
+    mf = summarize(runs, prefix="mf_")
+    summary.to_csv(paths["summary_csv"], index=False)
+    title = STUDY_TITLES.get(study, study)
+    missing = runs.attrs.get("missing", [])
+    md = [f"## {title}", "", "Held-out split, per-step protocol (every agent decides on every held-out hour), "
+          "mean ± std over seeds:", "", markdown_table(summary), "",
+          "Released code's protocol (one prediction averaged over the held-out split):", "",
+          markdown_table(mf, prefix="mf_"), ""]
+    if missing:
+        md += [f"Unfinished runs left out: {len(missing)}.", ""]
+    if study == "estimators":
+        curves = estimator_curves(runs, specs, root)
+        reach = samples_to_reach(curves, reference="reinforce_paper")
+        reach.to_csv(out / "samples_to_target.csv", index=False)
+        md += ["Environment samples to reach the paper estimator's final training objective "
+               "(norm form, 5-epoch running mean over seeds):", "", _plain_markdown(reach), ""]
+        paths["curves"] = figs / f"{study}_curves.png"
+        plot_estimator_curves(curves, paths["curves"], title)
+    paths["summary_md"].write_text("\n".join(md))
+    claims = check_claims(runs, study)
+    paths["claims"].write_text(f"## Claims: {title}\n\n" + claims_markdown(claims) + "\n")
+    paths["distributions"] = figs / f"{study}_distributions.png"
+    plot_distributions(runs, specs, root, paths["distributions"], title)
+    if study != "estimators":
+        paths["equity"] = figs / f"{study}_equity_vs_{'beta' if study == 'table4' else 'q'}.png"
+        plot_equity_vs_q(summary, paths["equity"], title, by="beta" if study == "table4" else "q_plus_1")
+        paths["tradeoff"] = figs / f"{study}_tradeoff.png"
+        plot_tradeoff(summary, paths["tradeoff"], title)
+    return paths
