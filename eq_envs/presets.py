@@ -17,10 +17,11 @@
   phones on one carbon forecaster (App. A.4, Table 3), regret weights 10 / 1 / 0.2
   as the released code.
 
-All agents share one clock (the public model serves everybody at the same
-hour); each agent cycles through its own context sequence
-(:class:`agents.context.ContextTable`).  The released code instead pairs each
-agent with its own contiguous stretch of time; see ``docs/agents.md``.
+Layouts (``layout=``): ``"chunked"`` (default) pairs each agent with its own
+contiguous stretch of time, as the released code does; ``"shared"`` puts every
+agent at the same hour (one public input serves everybody), each cycling
+through its own context sequence (:class:`agents.context.ContextTable`); see
+``docs/agents.md``.
 
 Presets: ``"paper"`` min-max scales every signal component to [0, 10] (the
 paper's preprocessing); ``"physical"`` keeps physical units (kg CO2/kWh,

@@ -100,10 +100,44 @@ def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1) -> di
         regrets, mse = agent_regrets(res.model, test, protocol)
         record[key] = equity_metrics(regrets, test.agent_names, mse)
         agents[protocol] = regrets.tolist()
+    record["train"] = _train_split_metrics(res.model, train_pop)
     record["agent_names"] = list(test.agent_names)
     record["agent_regret"] = agents
     record["wall_seconds"] = time.perf_counter() - t0
     return record
+
+
+def _train_split_metrics(model: Any, train_pop: Any) -> dict[str, Any]:
+    """Per-step equity metrics on the training split (to tell fitting from generalising)."""
+    from trainers.evaluation import agent_regrets
+    from trainers.metrics import equity_metrics
+
+    regrets, mse = agent_regrets(model, train_pop, "per-step")
+    return equity_metrics(regrets, train_pop.agent_names, mse)
+
+
+def add_train_metrics(root: str | Path, specs: Sequence[RunSpec]) -> int:
+    """Fill in training-split metrics of finished runs whose ``result.json`` predates them; returns how many."""
+    from eq_envs.presets import build_population
+    from trainers.networks import load_public_model
+
+    n = 0
+    for s in _unique(specs):
+        p = run_dir(Path(root), s) / RESULT_FILE
+        if not is_finished(Path(root), s):
+            continue
+        rec = json.loads(p.read_text())
+        if "train" in rec:
+            continue
+        cfg = s.train_config()
+        pop = build_population(cfg.population, split="train", preset=cfg.preset, region=cfg.region,
+                               layout=cfg.layout)
+        rec["train"] = _train_split_metrics(load_public_model(p.parent / "model.pt"), pop)
+        tmp = p.with_name(RESULT_FILE + ".tmp")
+        tmp.write_text(json.dumps(rec, indent=1))
+        os.replace(tmp, p)
+        n += 1
+    return n
 
 
 def write_result(root: Path, record: dict[str, Any]) -> None:
@@ -187,8 +221,9 @@ def collect(root: str | Path, specs: Sequence[RunSpec]) -> pd.DataFrame:
     """One row per finished run of ``specs`` (study labels from the specs, numbers from the run directories).
 
     Columns: study, setting, method, q_plus_1, beta, estimator, seed, run_id,
-    the per-step test metrics, the mean-forecast metrics prefixed ``mf_``,
-    samples, train_seconds.  Unfinished runs are left out (and counted in ``attrs['missing']``).
+    the per-step test metrics, the mean-forecast metrics prefixed ``mf_``, the
+    training-split metrics prefixed ``train_`` (when recorded), samples, train_seconds.
+    Unfinished runs are left out (and counted in ``attrs['missing']``).
     """
     rows, missing = [], []
     for s in specs:
@@ -203,6 +238,7 @@ def collect(root: str | Path, specs: Sequence[RunSpec]) -> pd.DataFrame:
                                "samples": rec["samples"], "train_seconds": rec["train_seconds"]}
         row.update({k: v for k, v in rec["test"].items()})
         row.update({f"mf_{k}": v for k, v in rec["test_mean_forecast"].items()})
+        row.update({f"train_{k}": v for k, v in rec.get("train", {}).items()})
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["missing"] = missing

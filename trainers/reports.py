@@ -6,7 +6,8 @@ For a study NAME under ``OUT`` :func:`write_study_report` writes
 * ``OUT/NAME/summary.csv`` and ``summary.md`` -- the paper's table format, mean ± std over seeds
   (per-step protocol; the released code's mean-forecast protocol in a second table);
 * ``OUT/NAME/claims.md`` -- each claim of the paper checked on the means over seeds, with the numbers;
-* PNG plots in ``figures_dir`` (default ``OUT/NAME``): per-agent regret distributions,
+* PNG plots in ``figures_dir`` (default ``OUT/NAME``; when given, copies of the tables go there too,
+  prefixed ``NAME_``): per-agent regret distributions,
   variance and C95 - C5 against q+1, MSE against variance (fairness-accuracy trade-off), and for the
   ``estimators`` study the training Equitable Objective against environment samples.
 """
@@ -20,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trainers.grid import agent_regret_table, collect, run_dir
+from trainers.grid import add_train_metrics, agent_regret_table, collect, run_dir
 from trainers.studies import RunSpec
 
 KEY = ["setting", "method", "q_plus_1", "beta", "estimator"]
@@ -55,7 +56,7 @@ def summarize(runs: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
 
 
 def markdown_table(summary: pd.DataFrame, prefix: str = "") -> str:
-    show_est = summary["estimator"].nunique() > 2  # mse plus more than one estimator
+    show_est = summary.loc[summary["method"] != "Plain PM", "estimator"].nunique() > 1
     show_beta = (summary["beta"] > 0).any()
     head = ["Setting", "Method", "q+1"] + (["β"] if show_beta else []) + (["Estimator"] if show_est else []) \
         + list(SUMMARY_METRICS.values()) + ["Seeds"]
@@ -308,6 +309,7 @@ def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
     out.mkdir(parents=True, exist_ok=True)
     figs = Path(figures_dir) if figures_dir is not None else out
     figs.mkdir(parents=True, exist_ok=True)
+    add_train_metrics(root, specs)
     runs = collect(root, specs)
     if runs.empty:
         raise RuntimeError(f"study {study}: no finished runs under {root}")
@@ -324,6 +326,9 @@ def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
           "mean ± std over seeds:", "", markdown_table(summary), "",
           "Released code's protocol (one prediction averaged over the held-out split):", "",
           markdown_table(mf, prefix="mf_"), ""]
+    if "train_variance" in runs:
+        md += ["Training split, per-step protocol (does the model fit what it was trained for?):", "",
+               markdown_table(summarize(runs, prefix="train_"), prefix="train_"), ""]
     if missing:
         md += [f"Unfinished runs left out: {len(missing)}.", ""]
     if study == "estimators":
@@ -337,6 +342,10 @@ def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
     paths["summary_md"].write_text("\n".join(md))
     claims = check_claims(runs, study)
     paths["claims"].write_text(f"## Claims: {title}\n\n" + claims_markdown(claims) + "\n")
+    if figs != out:  # the tables travel with the plots (docs/results/ keeps them in the repository)
+        for key in ("per_run", "summary_csv", "summary_md", "claims"):
+            dst = figs / f"{study}_{paths[key].name}"
+            dst.write_bytes(paths[key].read_bytes())
     paths["distributions"] = figs / f"{study}_distributions.png"
     plot_distributions(runs, specs, root, paths["distributions"], title)
     if study != "estimators":

@@ -39,7 +39,7 @@ from trainers.config import TrainConfig
 #: Documented departures from App. A.3.1 (printed into docs/results.md).
 DEVIATIONS: dict[str, str] = {
     "epochs": "The paper does not give its epoch counts. Full runs use 150 epochs (data centers: 150 Adam steps; "
-              "EVs: 450), the mixed population 40 epochs with StepLR every 15 (440 Adam steps, 5 s an epoch) and "
+              "EVs: 450), the mixed population 30 epochs with StepLR every 10 (330 Adam steps; 5 s an epoch) and "
               "the phones 60 epochs with StepLR every 20 (660 steps); quick runs use 6 epochs of at most 2 batches.",
     "ev_lr_batch": "EV / phone / mixed: lr 3e-3 with batch 32 instead of the paper's lr 1e-4 with batch 128. "
                    "With 88 training positions per agent, batch 128 is one Adam step per epoch; at lr 1e-4 the "
@@ -71,7 +71,7 @@ PHONE_EXPONENTS = (1.0, 3.0, 10.0)
 
 FULL_EPOCHS = 150
 # populations with 324 training positions (11 batches of 32 an epoch): about as many Adam steps as the EV runs
-EPOCHS = {"mixed": {"epochs": 40, "step_size": 15}, "phone": {"epochs": 60, "step_size": 20}}
+EPOCHS = {"mixed": {"epochs": 30, "step_size": 10}, "phone": {"epochs": 60, "step_size": 20}}
 QUICK = {"epochs": 6, "max_batches": 2}
 SLOT_TRAINING = {"lr": 3e-3, "batch_size": 32}
 WEIGHTED = {"estimator": "reinforce_weighted", "baseline": "loo", "num_samples": 4}
