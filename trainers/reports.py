@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from trainers.grid import add_train_metrics, agent_regret_table, collect, run_dir
-from trainers.studies import RunSpec
+from trainers.studies import PAPER, RunSpec
 
 KEY = ["setting", "method", "q_plus_1", "beta", "estimator"]
 SUMMARY_METRICS = {"variance": "Variance", "mean": "Mean", "c95_c5": "C95−C5", "mse": "MSE", "worst": "Worst agent",
@@ -33,7 +33,7 @@ def _fmt(mean: float, std: float, n: int) -> str:
     def g(v: float) -> str:
         return f"{v:.3g}" if abs(v) < 1e-3 or abs(v) >= 1e4 else f"{v:.4g}"
     if n > 1 and math.isfinite(std):
-        return f"{g(mean)} ± {g(std)}"
+        return f"{g(mean)} ± {std:.2g}"
     return g(mean)
 
 
@@ -72,6 +72,25 @@ def markdown_table(summary: pd.DataFrame, prefix: str = "") -> str:
         cells.append(str(n))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def paper_comparison(summary: pd.DataFrame, study: str) -> str:
+    """Markdown: the paper's published numbers beside ours (held-out, per-step, mean ± std), row by row."""
+    head = ["Setting", "Method", "q+1", "β", "Variance paper", "Variance ours", "Mean paper", "Mean ours",
+            "C95−C5 paper", "C95−C5 ours", "MSE paper", "MSE ours"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for _, r in summary.iterrows():
+        q = None if pd.isna(r["q_plus_1"]) else float(r["q_plus_1"])
+        paper = PAPER.get((study, r["setting"], q, float(r["beta"])))
+        if paper is None:
+            continue
+        cells = [r["setting"], r["method"], "-" if q is None else f"{q:g}",
+                 "-" if r["method"] == "Plain PM" else f"{r['beta']:g}"]
+        for value, m in zip(paper, ("variance", "mean", "c95_c5", "mse")):
+            cells += ["(figure only)" if value is None else f"{value:.4g}",
+                      _fmt(r[f"{m}_mean"], r[f"{m}_std"], int(r["seeds"]))]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) if len(lines) > 2 else ""
 
 
 # ----------------------------------------------------------------------------- claims
@@ -326,7 +345,12 @@ def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
     summary.to_csv(paths["summary_csv"], index=False)
     title = STUDY_TITLES.get(study, study)
     missing = runs.attrs.get("missing", [])
-    md = [f"## {title}", "", "Held-out split, per-step protocol (every agent decides on every held-out hour), "
+    md = [f"## {title}", ""]
+    comparison = paper_comparison(summary, study)
+    if comparison:
+        md += ["The paper's numbers beside ours (held-out, per-step protocol, mean ± std over seeds):", "",
+               comparison, ""]
+    md += ["Held-out split, per-step protocol (every agent decides on every held-out hour), "
           "mean ± std over seeds:", "", markdown_table(summary), "",
           "Released code's protocol (one prediction averaged over the held-out split):", "",
           markdown_table(mf, prefix="mf_"), ""]
