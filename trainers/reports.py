@@ -361,9 +361,10 @@ def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
         md += [f"Unfinished runs left out: {len(missing)}.", ""]
     if study == "estimators":
         curves = estimator_curves(runs, specs, root)
-        reach = samples_to_reach(curves, reference="reinforce_paper")
+        reference = "reinforce_paper-norm" if (runs["estimator"] == "reinforce_paper-norm").any() else "reinforce_paper"
+        reach = samples_to_reach(curves, reference=reference)
         reach.to_csv(out / "samples_to_target.csv", index=False)
-        md += ["Environment samples to reach the paper estimator's final training objective "
+        md += [f"Environment samples to reach the final training objective of {reference} "
                "(norm form, 5-epoch running mean over seeds):", "", _plain_markdown(reach), ""]
         paths["curves"] = figs / f"{study}_curves.png"
         plot_estimator_curves(curves, paths["curves"], title)

@@ -16,8 +16,9 @@ Studies (``eqpm reproduce NAME``):
   carbon forecaster), q+1 in {1, 1.1};
 * ``table4`` -- Table 4 / Fig. 6: the combined objective on the "different"
   EVs, q+1 = 40, beta in {0, 0.2, 0.8};
-* ``estimators`` -- beyond the paper: the paper's REINFORCE against the
-  lower-variance weighted REINFORCE at the same number of environment samples;
+* ``estimators`` -- beyond the paper: the paper's REINFORCE (on the power form
+  as published, and on the norm form) against the lower-variance weighted
+  REINFORCE at the same number of environment samples;
 * ``region`` -- beyond the paper: Table 1's hardest setting on ERCOT (Texas)
   grid data instead of CAISO;
 * ``phone`` -- beyond the paper: the phones alone, on their true decision regret.
@@ -76,6 +77,9 @@ QUICK = {"epochs": 6, "max_batches": 2}
 SLOT_TRAINING = {"lr": 3e-3, "batch_size": 32}
 WEIGHTED = {"estimator": "reinforce_weighted", "baseline": "loo", "num_samples": 4}
 PAPER_REINFORCE = {"estimator": "reinforce_paper", "num_samples": 4}
+# The paper's estimator on the norm form of the objective: same minimisers, gradients that fit in float32
+# (in the power form at q+1 = 20 Adam's second moment overflows and every update is 0; BENCHMARKS.md).
+PAPER_REINFORCE_NORM = {"estimator": "reinforce_paper", "num_samples": 4, "form": "norm"}
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,8 @@ def _equitable(study: str, setting: str, population: str, seed: int, quick: bool
     est = dict(estimator_kw or ({} if population.startswith("dc-") else WEIGHTED))
     cfg = _config(population, seed, quick, objective="equitable", q=q_plus_1 - 1.0, beta=beta, **est, **kw)
     estimator = cfg["estimator"] if cfg["estimator"] != "auto" else "pathwise"
+    if cfg["estimator"] == "reinforce_paper" and cfg["form"] == "norm":
+        estimator += "-norm"
     return RunSpec(study, setting, "Equitable PM", cfg, seed, q_plus_1, beta, estimator)
 
 
@@ -173,7 +179,7 @@ def _table4(seeds, quick):
 
 def _estimators(seeds, quick):
     for s in seeds:
-        for est in (PAPER_REINFORCE, WEIGHTED):
+        for est in (PAPER_REINFORCE, PAPER_REINFORCE_NORM, WEIGHTED):
             yield _equitable("estimators", "Similar agents", "ev-similar", s, quick, 20.0, estimator_kw=est)
 
 
