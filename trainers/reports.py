@@ -181,7 +181,7 @@ def plot_distributions(runs: pd.DataFrame, specs: Sequence[RunSpec], root: Path,
 
     by_id = {s.run_id: s for s in specs}
     settings = list(dict.fromkeys(runs["setting"]))
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(max(6.5, 4.2 * len(settings)), 3.8), squeeze=False)
     for ax, setting in zip(axes[0], settings):
         g = _order(runs[runs["setting"] == setting])
         data, labels = [], []
@@ -206,7 +206,7 @@ def plot_equity_vs_q(summary: pd.DataFrame, path: Path, title: str, by: str = "q
     import matplotlib.pyplot as plt
 
     settings = list(dict.fromkeys(summary["setting"]))
-    fig, axes = plt.subplots(2, len(settings), figsize=(4.0 * len(settings), 5.4), squeeze=False)
+    fig, axes = plt.subplots(2, len(settings), figsize=(max(6.5, 4.0 * len(settings)), 5.6), squeeze=False)
     for j, setting in enumerate(settings):
         g = summary[summary["setting"] == setting]
         eq = g[g["method"] == "Equitable PM"].sort_values(by)
@@ -239,7 +239,8 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     settings = list(dict.fromkeys(summary["setting"]))
-    fig, axes = plt.subplots(1, len(settings), figsize=(4.2 * len(settings), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(settings), figsize=(max(6.5, 4.2 * len(settings)), 3.8), squeeze=False)
+    with_beta = bool((summary["beta"] > 0).any())
     for ax, setting in zip(axes[0], settings):
         g = summary[summary["setting"] == setting]
         for _, r in g.iterrows():
@@ -247,8 +248,9 @@ def plot_tradeoff(summary: pd.DataFrame, path: Path, title: str) -> None:
             ax.errorbar(r["variance_mean"], r["mse_mean"], xerr=0 if pd.isna(r["variance_std"]) else r["variance_std"],
                         yerr=0 if pd.isna(r["mse_std"]) else r["mse_std"], marker="s" if plain else "o",
                         color="k" if plain else "C0", capsize=2)
-            lab = "Plain" if plain else f"q+1={r['q_plus_1']:g}" + (f", β={r['beta']:g}" if r["beta"] > 0 else "")
-            ax.annotate(lab, (r["variance_mean"], r["mse_mean"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            lab = "Plain PM" if plain else f"q+1={r['q_plus_1']:g}" + (f", β={r['beta']:g}" if with_beta else "")
+            ax.annotate(lab, (r["variance_mean"], r["mse_mean"]), fontsize=7, textcoords="offset points",
+                        xytext=(4, -10) if plain else (4, 4))
         ax.set_xlabel("variance of per-agent regret (held-out)")
         ax.set_ylabel("MSE (held-out)")
         ax.set_title(setting, fontsize=9)
@@ -297,7 +299,7 @@ def plot_estimator_curves(curves: pd.DataFrame, path: Path, title: str) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    fig, ax = plt.subplots(figsize=(6.5, 4.0))
     for est, g in curves.groupby("estimator"):
         m = g.groupby("epoch")[["samples", "eq_norm"]].mean()
         s = g.groupby("epoch")["eq_norm"].std().fillna(0)
