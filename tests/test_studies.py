@@ -58,6 +58,14 @@ def test_unknown_study_is_a_clear_error():
     assert e.value.code == 2
 
 
+def test_report_only_without_runs_is_one_line_error(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["reproduce", "phone", "--quick", "--report-only", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "no finished runs" in err and "Traceback" not in err
+
+
 def _tiny(seeds=(0,)) -> list[RunSpec]:
     """Two-epoch, one-batch versions of Table 1's first three runs per seed."""
     out = []

@@ -218,7 +218,10 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         run_grid([s for v in specs.values() for s in v], out, backend=args.backend, address=args.address,
                  num_cpus=args.num_cpus)
     for n in names:
-        paths = write_study_report(n, specs[n], out, args.figures_dir)
+        try:
+            paths = write_study_report(n, specs[n], out, args.figures_dir)
+        except RuntimeError as exc:  # no finished runs: say so on one line
+            raise CLIError(f"{exc}; run 'eqpm reproduce {n}' without --report-only first") from None
         print(paths["summary_md"].read_text())
         print(paths["claims"].read_text())
     print(f"wall time {time.perf_counter() - t0:.0f} s; tables and plots under {out}"
