@@ -93,3 +93,22 @@ def test_evaluate_table_both_protocols() -> None:
     for protocol in ("per-step", "mean-forecast"):
         t = evaluate({"m": model}, pop, protocol=protocol)
         assert t.loc[0, "variance"] >= 0 and t.loc[0, "mse"] >= 0 and 0 < t.loc[0, "jain"] <= 1
+
+
+def test_warm_start_copies_the_saved_model_and_checks_it(tmp_path) -> None:
+    src = train(TrainConfig(population="dc-similar-same-lambda", objective="mse", epochs=2, max_batches=1, seed=3),
+                tmp_path / "plain", tensorboard=False)
+    path = str(tmp_path / "plain" / "model.pt")
+    # one Adam step moves every weight by at most ~lr: a warm start stays within lr of the source, a cold one does not
+    lr = 1e-4
+    warm = train(TrainConfig(population="dc-similar-same-lambda", epochs=1, max_batches=1, seed=5, lr=lr,
+                             init_from=path), None, tensorboard=False)
+    cold = train(TrainConfig(population="dc-similar-same-lambda", epochs=1, max_batches=1, seed=5, lr=lr), None,
+                 tensorboard=False)
+    gap = lambda m: max(float((a - b).abs().max()) for a, b in zip(_params(m), _params(src.model)))  # noqa: E731
+    assert gap(warm.model) <= 1.01 * lr
+    assert gap(cold.model) > 100 * lr
+    with pytest.raises(ConfigError, match="no such file"):
+        train(TrainConfig(population="dc-similar-same-lambda", epochs=1, init_from=str(tmp_path / "nope.pt")), None)
+    with pytest.raises(ConfigError, match="differs from this run's in"):  # an EV transformer cannot start from an LSTM
+        train(TrainConfig(population="ev-similar", epochs=1, init_from=path), None)

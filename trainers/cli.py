@@ -67,6 +67,8 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--lr", type=float, help="Adam learning rate (default 0.05 data centers, 1e-3 otherwise)")
     p.add_argument("--max-batches", type=int, dest="max_batches", help="cap on batches per epoch")
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", help="epochs between checkpoints")
+    p.add_argument("--init-from", dest="init_from", help="warm-start from this model.pt (same architecture), e.g. "
+                                                         "a Plain PM")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -120,7 +122,7 @@ def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig
     if getattr(args, "config", None) is not None:
         data = TrainConfig.from_json(args.config).to_dict()
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
-                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed"):
+                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v

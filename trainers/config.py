@@ -57,6 +57,8 @@ class TrainConfig:
     each agent its own stretch of time) or ``"shared"`` (every agent at the same
     hour: one public input per clock position, the layout of
     ``eq_envs/PublicModel-v0``, so the trainer and an SB3 policy see the same problem).
+    ``init_from`` warm-starts the public model from a saved ``model.pt`` (e.g. a
+    Plain PM) with the same architecture; the optimizer starts fresh.
     """
 
     population: str = "dc-different-different-lambda"
@@ -79,6 +81,7 @@ class TrainConfig:
     max_batches: int | None = None
     seed: int = 0
     checkpoint_every: int = 1
+    init_from: str | None = None
     layout: str = "chunked"
 
     def __post_init__(self) -> None:
@@ -130,6 +133,9 @@ class TrainConfig:
             raise ConfigError(f"lr={self.lr!r} is not accepted; accepted: a number > 0")
         if not 0 < self.lr_gamma <= 1:
             raise ConfigError(f"lr_gamma={self.lr_gamma!r} is not accepted; accepted: a number in (0, 1]")
+        if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
+            raise ConfigError(f"init_from={self.init_from!r} is not accepted; accepted: the path of a model.pt "
+                              "written by 'eqpm train', or null")
         if not isinstance(self.model, dict):
             raise ConfigError(f"model={self.model!r} is not accepted; accepted: a dict of public-model settings")
 

@@ -70,6 +70,8 @@ TABLE3_EXPONENTS = (1.0, 1.1)
 TABLE4_BETAS = (0.0, 0.2, 0.8)
 PHONE_EXPONENTS = (1.0, 3.0, 10.0)
 
+#: TrainConfig settings added after the first study runs; omitted from a run's config while unset.
+LATER_SETTINGS = ("init_from",)
 FULL_EPOCHS = 150
 # populations with 324 training positions (11 batches of 32 an epoch): about as many Adam steps as the EV runs
 EPOCHS = {"mixed": {"epochs": 20, "step_size": 7}, "phone": {"epochs": 40, "step_size": 14}}
@@ -129,8 +131,10 @@ def _config(population: str, seed: int, quick: bool, region: str = "CISO", **kw:
     if quick:
         d.update(QUICK)
         d["checkpoint_every"] = 1
-    # normalise through TrainConfig so equal runs hash equally however they were written
-    return TrainConfig.from_dict(d).to_dict()
+    # normalise through TrainConfig so equal runs hash equally however they were written; settings added to
+    # TrainConfig later are left out while unset, so existing run ids (and finished runs) stay valid
+    full = TrainConfig.from_dict(d).to_dict()
+    return {k: v for k, v in full.items() if not (k in LATER_SETTINGS and v is None)}
 
 
 def _plain(study: str, setting: str, population: str, seed: int, quick: bool, **kw: Any) -> RunSpec:

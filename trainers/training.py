@@ -33,7 +33,7 @@ from eq_envs.population import Population
 from eq_envs.presets import build_population
 from trainers.config import ConfigError, TrainConfig
 from trainers.estimators import estimate
-from trainers.networks import PublicModel, build_public_model, save_public_model
+from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
 from trainers.objectives import equitable_loss, mse_loss
 
 log = logging.getLogger("trainers")
@@ -82,6 +82,21 @@ def resolve_estimator(cfg: TrainConfig, pop: Population) -> str:
     return cfg.estimator
 
 
+def _warm_start(model: PublicModel, path: str) -> None:
+    """Copy the weights of a saved public model with the same architecture into ``model``."""
+    if not Path(path).is_file():
+        raise ConfigError(f"init_from={path!r}: no such file; accepted: a model.pt written by 'eqpm train'")
+    try:
+        src = load_public_model(path)
+    except ValueError as exc:
+        raise ConfigError(f"init_from={path!r}: {exc}") from None
+    if src.config != model.config:
+        diff = sorted(k for k in set(src.config) | set(model.config) if src.config.get(k) != model.config.get(k))
+        raise ConfigError(f"init_from={path!r}: its public model differs from this run's in {', '.join(diff)}; "
+                          f"accepted: a model with the same settings")
+    model.load_state_dict(src.state_dict())
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -117,6 +132,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
 
     torch.manual_seed(cfg.seed)
     model = build_public_model(model_cfg)
+    if cfg.init_from is not None:
+        _warm_start(model, cfg.init_from)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.lr_gamma)
     gen = torch.Generator().manual_seed(cfg.seed)
