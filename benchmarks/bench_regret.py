@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
 import time
 
 import numpy as np
 import torch
 from scipy.optimize import minimize_scalar
+from timing import median_time  # benchmarks/timing.py (this script's folder is on sys.path)
 
 from agents import DataCenterAgent, EVChargingAgent, PhoneChargingAgent, SlotMILPAgent
 from eq_envs.datasets import ev as ev_data
@@ -59,14 +59,6 @@ def dc_reference_regret(agent: DataCenterAgent, pred: np.ndarray, truth: np.ndar
     return cost(best_slack(c_hat)) - cost(best_slack(c))
 
 
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 def main() -> None:

@@ -54,6 +54,9 @@ from trainers.estimators import estimate
 from trainers.networks import build_public_model
 from trainers.training import population_regret_fn, train
 
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import median_time  # noqa: E402  (benchmarks/timing.py)
+
 POP, M, B, Q = "ev-similar", 70, 128, 19.0
 LO, HI = np.float32(-1.0), np.float32(1.0)
 
@@ -69,15 +72,6 @@ def _load_loop_reference():
 loopref = _load_loop_reference()
 
 
-def median_time(fn, repeats: int, warmup: bool = True) -> float:
-    if warmup:
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
 
 
 class FixedDist:
