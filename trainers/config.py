@@ -10,11 +10,18 @@ from typing import Any
 from eq_envs.datasets.grid import REGIONS
 from eq_envs.population import LAYOUTS
 from eq_envs.presets import POPULATIONS, PRESETS
+import torch
+
 from trainers.estimators import BASELINES, CREDITS, ESTIMATORS
+from trainers.networks import build_public_model
 from trainers.objectives import check_beta, check_q
 
 OBJECTIVES = ("equitable", "mse")
 ESTIMATOR_CHOICES = ("auto", *ESTIMATORS)
+#: Settings of the Equitable Objective and its gradient estimator: a Plain PM (objective="mse") uses none of them.
+EQUITABLE_ONLY = ("q", "beta", "estimator", "baseline", "credit", "num_samples", "form")
+#: Seeds go to torch.manual_seed, which takes at most 64 bits; 63 keep them plain signed integers everywhere.
+MAX_SEED = 2**63 - 1
 
 
 class ConfigError(ValueError):
@@ -37,6 +44,20 @@ def default_model(population: str) -> dict[str, Any]:
                 "head_kwargs": {"init_mean": 5.0, "init_std": 0.1}, "seq_len": 12, "horizon": 1}
     return {"backbone": "transformer", "backbone_kwargs": {"d_model": 64, "nhead": 4, "num_layers": 1},
             "head": "gaussian", "head_kwargs": {"init_mean": 5.0, "init_std": 0.5}, "seq_len": 12, "horizon": 12}
+
+
+def check_estimator_settings(cfg: TrainConfig, estimator: str, why: str = "") -> None:
+    """:class:`ConfigError` when ``cfg`` sets something ``estimator`` does not use, or cannot work with."""
+    if estimator != "reinforce_weighted":
+        for name in ("baseline", "credit"):
+            value = getattr(cfg, name)
+            if value is not None:
+                raise ConfigError(f"{name}={value!r} applies to estimator reinforce_weighted only, not {estimator}"
+                                  + (f" ({why})" if why else "")
+                                  + "; accepted: leave it unset, or estimator=reinforce_weighted")
+    elif cfg.baseline == "loo" and cfg.num_samples < 2:
+        raise ConfigError(f"baseline='loo' needs num_samples >= 2 (the mean of the other samples of the same input), "
+                          f"got num_samples={cfg.num_samples}; accepted: num_samples >= 2, or another baseline")
 
 
 @dataclass
@@ -138,6 +159,24 @@ class TrainConfig:
                               "written by 'eqpm train', or null")
         if not isinstance(self.model, dict):
             raise ConfigError(f"model={self.model!r} is not accepted; accepted: a dict of public-model settings")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed={self.seed!r} is not accepted; accepted: an integer in [0, {MAX_SEED}]")
+        if self.objective == "mse":
+            defaults = {f.name: f.default for f in fields(self)}
+            for name in EQUITABLE_ONLY:
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(f"{name}={getattr(self, name)!r} does not apply to objective='mse' (the Plain "
+                                      f"PM fits the mean prediction by MSE); accepted: leave it unset, or "
+                                      f"objective='equitable'")
+        elif self.estimator != "auto":
+            check_estimator_settings(self, self.estimator)
+        try:  # build it once (without touching the global RNG) so that bad model settings fail here, not mid-run
+            with torch.random.fork_rng(devices=[]):
+                build_public_model(self.model_config)
+        except (ValueError, TypeError, KeyError, RuntimeError, OverflowError) as exc:
+            why = (str(exc).splitlines() or [repr(exc)])[0]
+            raise ConfigError(f"model={self.model!r} is not accepted ({why}); accepted: the keys and constructor "
+                              f"arguments of trainers.networks.build_public_model") from None
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:

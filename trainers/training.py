@@ -13,15 +13,25 @@ A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch),
 history, written atomically every ``checkpoint_every`` epochs) and, at the end,
 ``model.pt`` (:func:`trainers.networks.save_public_model`).  Calling
 :func:`train` again on the same directory resumes from the checkpoint and ends
-with exactly the numbers an uninterrupted run gives (tested).
+with exactly the numbers an uninterrupted run gives, also after a SIGKILL at
+any point (tested).
+
+A run holds the exclusive lock of its directory (:mod:`trainers.rundir`) from
+the moment it writes there until it returns or fails: a second run on the same
+directory is refused.  Every setting is checked before the directory is
+created or touched; a checkpoint that is unreadable, or already past
+``cfg.epochs``, is refused with what to do.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
 import os
+import pickle
 import time
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +41,11 @@ from torch import Tensor
 
 from eq_envs.population import Population
 from eq_envs.presets import build_population
-from trainers.config import ConfigError, TrainConfig
+from trainers.config import ConfigError, TrainConfig, check_estimator_settings
 from trainers.estimators import estimate
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
 from trainers.objectives import equitable_loss, mse_loss
+from trainers.rundir import RunDirError, RunDirLock, check_run_dir
 
 log = logging.getLogger("trainers")
 CHECKPOINT_VERSION = 1
@@ -75,11 +86,13 @@ def population_regret_fn(pop: Population, index: Tensor, weighted: bool = True):
 def resolve_estimator(cfg: TrainConfig, pop: Population) -> str:
     """``auto`` -> ``pathwise`` for differentiable populations, else ``reinforce_weighted``."""
     if cfg.estimator == "auto":
-        return "pathwise" if pop.differentiable else "reinforce_weighted"
+        estimator = "pathwise" if pop.differentiable else "reinforce_weighted"
+        check_estimator_settings(cfg, estimator, f"estimator='auto' is {estimator} for population {pop.name}")
+        return estimator
     if cfg.estimator == "pathwise" and not pop.differentiable:
         raise ConfigError(f"estimator=pathwise needs differentiable agents; population {pop.name} has "
                           f"{[g.kind for g in pop.groups if not g.differentiable]} (use reinforce_weighted)")
-    return cfg.estimator
+    return cfg.estimator  # its settings were checked with the config
 
 
 def _warm_start(model: PublicModel, path: str) -> None:
@@ -95,6 +108,26 @@ def _warm_start(model: PublicModel, path: str) -> None:
         raise ConfigError(f"init_from={path!r}: its public model differs from this run's in {', '.join(diff)}; "
                           f"accepted: a model with the same settings")
     model.load_state_dict(src.state_dict())
+
+
+_CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "generator", "torch_rng", "history")
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents, or a one-line :class:`RunDirError` saying how to recover."""
+    hint = (f"move it away (e.g. mv {path} {path}.bad) to train this run from scratch, or restore it from a "
+            f"backup (checkpoints are replaced atomically, so a damaged one means a disk or copy went wrong)")
+    try:
+        ck = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(ck, dict) or any(k not in ck for k in _CHECKPOINT_KEYS):
+            raise ValueError("not an eqpm training checkpoint")
+        json.loads(ck["config"])
+        int(ck["epoch"])
+    except (RuntimeError, ValueError, TypeError, EOFError, KeyError, OSError, pickle.UnpicklingError,
+            zipfile.BadZipFile) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: cannot be read ({reason[:160]}); {hint}") from None
+    return ck
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
@@ -117,11 +150,25 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         cfg: the run's configuration.
         run_dir: where logs and checkpoints go (``None``: nothing is written).
         resume: continue from ``run_dir/checkpoint.pt`` when present (its config
-            must equal ``cfg`` except for ``epochs``).
+            must equal ``cfg`` except for ``epochs``, which must not be below
+            the checkpoint's epoch).
         progress: show a tqdm progress bar.
         stop_after_epoch: stop (as if interrupted) after this epoch -- for tests.
         tensorboard: write TensorBoard logs in ``run_dir/tb``.
+
+    Raises:
+        ConfigError: a setting that is invalid or does not fit the population.
+        RunDirError: an unusable run directory or checkpoint
+            (:class:`trainers.rundir.RunDirBusy`: another run holds the directory).
     """
+    out = check_run_dir(run_dir) if run_dir is not None else None
+    with contextlib.ExitStack() as held:  # holds the run directory's lock, taken in _train's setup
+        return _train(cfg, out, held, resume=resume, progress=progress, stop_after_epoch=stop_after_epoch,
+                      tensorboard=tensorboard)
+
+
+def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, resume: bool, progress: bool,
+           stop_after_epoch: int | None, tensorboard: bool) -> TrainResult:
     _set_threads()
     pop = build_population(cfg.population, split="train", preset=cfg.preset, region=cfg.region, layout=cfg.layout)
     model_cfg = cfg.model_config
@@ -140,12 +187,11 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     history: list[dict[str, float]] = []
     start_epoch = 1
 
-    out = Path(run_dir) if run_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        held.enter_context(RunDirLock(out))  # every setting is checked above: only now is anything written
         if ckpt_path is not None and ckpt_path.exists() and resume:
-            ck = torch.load(ckpt_path, weights_only=True)
+            ck = _load_checkpoint(ckpt_path)
             saved = json.loads(ck["config"])
             mine = cfg.to_dict()
             # settings added after a checkpoint was written count as their default there
@@ -153,6 +199,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             if diff:
                 raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
                                   f"use another run directory or resume with the same settings")
+            if int(ck["epoch"]) > cfg.epochs:
+                raise ConfigError(f"{ckpt_path}: the run is already at epoch {int(ck['epoch'])}, past epochs="
+                                  f"{cfg.epochs}; accepted: epochs >= {int(ck['epoch'])} to continue it, or "
+                                  f"another run directory")
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
