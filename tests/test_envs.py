@@ -126,7 +126,7 @@ def test_bad_actions_and_choices_give_clear_errors() -> None:
         build_population("dc-weird")
     with pytest.raises(ValueError, match="unknown region 'XXXX'; accepted: CISO"):
         build_population("phone", region="XXXX")
-    with pytest.raises(ValueError, match="agent=99; accepted: 0..49"):
+    with pytest.raises(ValueError, match="agent=99; accepted: an integer in 0..49"):
         DownstreamAgentEnv("dc-different-same-lambda", agent=99)
     penv = PopulationParallelEnv("phone", episode_length=2)
     penv.reset(seed=0)
