@@ -7,6 +7,7 @@ resumes to exactly the numbers of an uninterrupted run.
 """
 from __future__ import annotations
 
+import csv
 import gzip
 import json
 import os
@@ -35,7 +36,7 @@ from trainers import cli
 from trainers.config import TrainConfig
 from trainers.errors import DivergenceError
 from trainers.networks import build_public_model, save_public_model
-from trainers.rundir import LOCK_NAME, RunDirError, RunDirLock
+from trainers.rundir import LOCK_NAME, RunDirError, RunDirLock, last_epochs
 from trainers.training import train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -428,9 +429,12 @@ def test_actions_outside_the_box_are_refused_the_same_way_everywhere() -> None:
 
 
 # ------------------------------------------------------------------ Ctrl-C and SIGKILL, then resume
-def _cli(run: Path, *extra: str) -> list[str]:
+EPOCHS = 12
+
+
+def _cli(run: Path) -> list[str]:
     return [sys.executable, "-m", "trainers.cli", "train", "--population", "dc-different-different-lambda",
-            "--epochs", "8", "--max-batches", "2", "--batch-size", "32", "--seed", "3", "--run-dir", str(run), *extra]
+            "--epochs", str(EPOCHS), "--max-batches", "2", "--batch-size", "32", "--seed", "3", "--run-dir", str(run)]
 
 
 def _env() -> dict[str, str]:
@@ -442,16 +446,24 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout: float = 300.0) -> boo
     while not path.exists():
         if proc.poll() is not None or time.monotonic() - t0 > timeout:
             return False
-        time.sleep(0.01)
+        time.sleep(0.005)
     return True
 
 
-def _state(run: Path) -> tuple[dict, list, str]:
+def _metrics(run: Path) -> list[dict[str, str]]:
+    try:
+        with (run / "metrics.csv").open(newline="") as fh:
+            return list(csv.DictReader(fh))
+    except OSError:
+        return []
+
+
+def _state(run: Path) -> tuple[dict, list, list]:
     ck = torch.load(run / "checkpoint.pt", weights_only=True)
     blob = torch.load(run / "model.pt", weights_only=True)
     history = [{k: v for k, v in h.items() if k != "seconds"} for h in ck["history"]]
-    metrics = [",".join(r.split(",")[:-2]) for r in (run / "metrics.csv").read_text().splitlines()]  # drop seconds
-    return {**blob["state_dict"], **{f"opt.{k}": v for k, v in _flat(ck["optimizer"])}}, history, "\n".join(metrics)
+    metrics = [{k: v for k, v in r.items() if k != "seconds"} for r in _metrics(run)]  # wall time differs, rightly
+    return {**blob["state_dict"], **dict(_flat(ck["optimizer"], "opt."))}, history, metrics
 
 
 def _flat(d, prefix=""):
@@ -470,11 +482,8 @@ def _same(a, b) -> bool:
 @pytest.mark.slow
 def test_ctrl_c_then_sigkill_at_random_points_then_resume_is_bit_identical(tmp_path) -> None:
     ref = tmp_path / "ref"
-    p = subprocess.Popen(_cli(ref), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    assert _wait_for(ref / LOCK_NAME, p)
-    started = time.monotonic()
-    assert p.wait() == 0
-    busy = time.monotonic() - started  # the stretch in which the run writes: where kills are interesting
+    assert subprocess.run(_cli(ref), env=_env(), capture_output=True).returncode == 0
+    epoch_s = max(float(np.median([float(r["seconds"]) for r in _metrics(ref)])), 0.05)
 
     run = tmp_path / "run"
     # Ctrl-C: exit 130, the epoch it stopped in, how to resume; the checkpoint stays
@@ -490,14 +499,21 @@ def test_ctrl_c_then_sigkill_at_random_points_then_resume_is_bit_identical(tmp_p
         assert torch.load(run / "checkpoint.pt", weights_only=True)["epoch"] >= 1
         assert not (run / LOCK_NAME).exists()
 
+    # SIGKILL at random points of the run: once metrics.csv shows epoch e (a random epoch of the run), wait a random
+    # part of an epoch -- the kill lands in the checkpoint write that follows, in the next epoch, or (when the
+    # resumed run is already past e) in the start-up of a run: loading, taking over the stale lock
     rng = random.Random(20240612)
     kills = int(os.environ.get("EQPM_KILL_POINTS", "2"))
-    for _ in range(kills):
+    points = sorted((rng.randrange(EPOCHS), rng.uniform(0.0, epoch_s)) for _ in range(kills))
+    for epoch, offset in points:
         p = subprocess.Popen(_cli(run), env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if _wait_for(run / LOCK_NAME, p):
-            time.sleep(rng.uniform(0.0, busy))
+            while p.poll() is None and int((_metrics(run) or [{"epoch": 0}])[-1]["epoch"]) < epoch:
+                time.sleep(0.002)
+            time.sleep(offset)
         p.send_signal(signal.SIGKILL)  # whatever it was doing: loading, training, writing a checkpoint or metrics
         p.wait()
+        print(f"SIGKILL after epoch {epoch} + {offset:.3f} s: checkpoint at epoch {last_epochs(run)[1]}")  # pytest -s
     done = subprocess.run(_cli(run), env=_env(), capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     mine, theirs = _state(run), _state(ref)

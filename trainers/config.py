@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from eq_envs.datasets.grid import REGIONS
 from eq_envs.population import LAYOUTS
 from eq_envs.presets import POPULATIONS, PRESETS
-import torch
-
 from trainers.estimators import BASELINES, CREDITS, ESTIMATORS
 from trainers.networks import build_public_model
 from trainers.objectives import check_beta, check_q
