@@ -2,9 +2,9 @@
 refactor (commit 93bc21c, ``trainers.estimators.estimate``), on fixed seeds and real populations.
 
 ``tests/test_update_rules.py`` checks that the update rules reproduce these numbers.  The clock positions, public
-inputs and truths are stored too, so the check does not depend on how a population maps clock positions to time.  Kept for provenance; re-running
-it on later code would only copy the new numbers, so do not regenerate the file unless the gradients are meant to
-change (and say why in the commit).
+inputs and truths are stored too, so the check does not depend on how a population maps clock positions to time.
+Kept for provenance; re-running it on later code would only copy the new numbers, so do not regenerate the file
+unless the gradients are meant to change (and say why in the commit).
 """
 from __future__ import annotations
 
@@ -49,8 +49,8 @@ def main() -> None:
         pop = build_population(name, split="train", layout=layout)
         torch.manual_seed(100 + i)
         model = model_for(pop)
-        gen = torch.Generator().manual_seed(200 + i)
-        index = torch.randperm(pop.num_steps, generator=gen)[:BATCH]
+        index = torch.randperm(pop.num_steps, generator=torch.Generator().manual_seed(300 + i))[:BATCH]
+        gen = torch.Generator().manual_seed(200 + i)  # the sampling noise
         x, y = pop.observation(index), pop.truth(index).float()
         e = estimate(model, x, population_regret_fn(pop, index), estimator=est, num_agents=pop.num_agents,
                      y_true=y, generator=gen, **kw)
