@@ -23,7 +23,7 @@ import pandas as pd
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
 from eq_envs.presets import POPULATIONS, PRESETS, build_population
-from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, ConfigError, TrainConfig
+from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
 from trainers.estimators import BASELINES
 from trainers.evaluation import PROTOCOLS, evaluate
 from trainers.grid import BACKENDS, run_grid
@@ -69,6 +69,25 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", help="epochs between checkpoints")
     p.add_argument("--init-from", dest="init_from", help="warm-start from this model.pt (same architecture), e.g. "
                                                          "a Plain PM")
+    p.add_argument("--update", nargs="+", metavar="KEY=VALUE", type=_key_value,
+                   help="settings of the update rule, e.g. for --estimator eq_ppo: epochs=4 minibatches=4 "
+                        "clip_range=0.2 target_kl=0.02 max_grad_norm=0.5 weight_rate=0.1 normalize_advantage=true "
+                        "(values are JSON; see docs/trainer.md)")
+    p.add_argument("--scale", choices=SCALES, help="the policy's scale: 'learned' (default), 'fixed' at the head's "
+                                                   "init_std, or 'anneal' to --scale-final over the run")
+    p.add_argument("--scale-final", type=float, dest="scale_final", help="final standard deviation of --scale anneal")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a JSON value (a bare word is taken as a string)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,10 +141,13 @@ def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig
     if getattr(args, "config", None) is not None:
         data = TrainConfig.from_json(args.config).to_dict()
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
-                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from"):
+                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
+                "scale_final"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v
+    if getattr(args, "update", None):
+        data["update"] = {**data.get("update", {}), **dict(args.update)}
     if getattr(args, "q_plus_1", None) is not None:
         data.pop("q", None)
         data["q_plus_1"] = args.q_plus_1
