@@ -446,8 +446,8 @@ def agents_from_sessions(
             tr, te = time_split(len(g), train_fraction)
             part = g.iloc[tr if split == "train" else te]
             names.append(f"ev_{vid}")
-            needs.append(part["energy_kwh"].to_numpy(np.float64))
-            rates.append(part["rate_kw"].to_numpy(np.float64))
+            needs.append(part["energy_kwh"].to_numpy(np.float64, copy=True))
+            rates.append(part["rate_kw"].to_numpy(np.float64, copy=True))
         if few:
             rep.info(f"{len(few)} vehicles with fewer than {min_sessions} sessions left out: {', '.join(few[:10])}"
                      + (" ..." if len(few) > 10 else ""))
