@@ -19,7 +19,8 @@ How it solves (:class:`PulpAgentGroup` arguments):
   thing that depends on the signal (checked on the first instance of every context).
 * **Processes**: with ``workers > 1`` and at least ``min_parallel`` instances
   per call, the instances are cut into contiguous per-agent chunks and solved
-  by a pool of forked processes (each keeps its own model cache for the call).
+  by a pool of forked processes (each starts with the models the parent
+  process has built so far; the models a worker builds stay in that worker).
 * ``solver=`` a ``pulp.LpSolver`` (e.g. :func:`cbc_solver`) solves every
   instance through PuLP with that solver instead, as before (slow; kept for
   solvers HiGHS cannot replace and for the benchmark).
@@ -33,6 +34,7 @@ import multiprocessing
 import os
 import warnings
 from abc import abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 
@@ -56,7 +58,9 @@ except ImportError:  # pragma: no cover - exercised only without the wheel
 
 #: Instances solved in one call below which no process pool is started (forking costs more than it saves).
 MIN_PARALLEL = 256
-#: Distinct contexts whose HiGHS models a process keeps for re-use within one call.
+#: New contexts whose models are built in the parent before a process pool forks (the workers inherit them).
+PREBUILD = 256
+#: Distinct contexts whose HiGHS models a group keeps for re-use (least recently used dropped first).
 MODEL_CACHE_SIZE = 4096
 
 
@@ -208,31 +212,57 @@ class PulpAgentGroup(AgentGroup):
     def solve_many(self, signal: np.ndarray, ctx: dict[str, np.ndarray]) -> np.ndarray:
         """Solve ``N`` instances in-process: ``signal`` ``[N, H]``, context arrays ``[N, ...]`` -> ``[N, D]``.
 
-        Re-uses one HiGHS model per distinct context when :meth:`objective` is defined.
+        Re-uses one HiGHS model per distinct context when :meth:`objective` is defined; the models
+        stay with the group across calls (a forked worker starts with the parent's models).
         """
         n = signal.shape[0]
         out = np.empty((n, self.decision_size), dtype=np.float64)
-        cache: dict[bytes, _HighsModel] = {}
         for i in range(n):
             c = {k: v[i] for k, v in ctx.items()}
-            coef = self.objective(signal[i], c) if self.solver is None else None
-            if coef is None:
-                out[i] = self.solve_one(signal[i], c)
-                continue
-            key = b"".join(np.ascontiguousarray(v).tobytes() for v in c.values())
-            model = cache.get(key)
-            if model is None:
-                problem, variables = self.formulate(signal[i], c)
-                self._check_variables(variables)
-                model = _HighsModel(problem, variables)
-                self._check_objective(model, coef)
-                if len(cache) >= MODEL_CACHE_SIZE:
-                    cache.pop(next(iter(cache)))
-                cache[key] = model
-            else:
-                model.set_objective(coef)
-            out[i] = model.solve(self.kind, self._describe(signal[i], c))
+            model = self._model_for(signal[i], c)
+            out[i] = self.solve_one(signal[i], c) if model is None else \
+                model.solve(self.kind, self._describe(signal[i], c))
         return out
+
+    def _model_for(self, signal: np.ndarray, ctx: dict[str, np.ndarray]) -> _HighsModel | None:
+        """The cached HiGHS model of this context with the objective of ``signal``; None without re-use."""
+        coef = self.objective(signal, ctx) if self.solver is None else None
+        if coef is None:
+            return None
+        cache = self.__dict__.setdefault("_models", OrderedDict())
+        key = _context_key(ctx)
+        model = cache.get(key)
+        if model is None:
+            problem, variables = self.formulate(signal, ctx)
+            self._check_variables(variables)
+            model = _HighsModel(problem, variables)
+            self._check_objective(model, coef)
+            if len(cache) >= MODEL_CACHE_SIZE:
+                cache.popitem(last=False)  # least recently used
+            cache[key] = model
+        else:
+            cache.move_to_end(key)
+            model.set_objective(coef)
+        return model
+
+    def _prebuild(self, signal: np.ndarray, ctx: dict[str, np.ndarray], limit: int = PREBUILD) -> None:
+        """Build the models of up to ``limit`` new contexts in this process, so every forked worker re-uses them."""
+        if self.solver is not None:
+            return
+        cache = self.__dict__.setdefault("_models", OrderedDict())
+        new: dict[bytes, int] = {}
+        for i in range(signal.shape[0]):
+            key = _context_key({k: v[i] for k, v in ctx.items()})
+            if key not in cache and key not in new:
+                if len(new) >= limit:
+                    return  # many distinct contexts (e.g. one per session): the workers build their own
+                new[key] = i
+        for i in new.values():
+            self._model_for(signal[i], {k: v[i] for k, v in ctx.items()})
+
+    def __getstate__(self) -> dict:
+        # HiGHS models are process-local (and not picklable): a copy starts with an empty cache
+        return {k: v for k, v in self.__dict__.items() if k != "_models"}
 
     def _check_objective(self, model: _HighsModel, coef: np.ndarray) -> None:
         # objective() must reproduce formulate()'s objective, and nothing else may carry a cost
@@ -253,6 +283,7 @@ class PulpAgentGroup(AgentGroup):
         if workers <= 1:
             out = self.solve_many(signal, flat)
         else:
+            self._prebuild(signal, flat)
             bounds = np.linspace(0, n, workers + 1).astype(int)
             chunks = [(signal[a:b], {k: v[a:b] for k, v in flat.items()}) for a, b in zip(bounds[:-1], bounds[1:])]
             global _ACTIVE
@@ -266,6 +297,10 @@ class PulpAgentGroup(AgentGroup):
 
 
 _ACTIVE: PulpAgentGroup | None = None
+
+
+def _context_key(ctx: dict[str, np.ndarray]) -> bytes:
+    return b"".join(np.ascontiguousarray(v).tobytes() for v in ctx.values())
 
 
 def _solve_chunk(chunk: tuple[np.ndarray, dict[str, np.ndarray]]) -> np.ndarray:

@@ -17,6 +17,8 @@ Two implementations of the same agent:
   (:class:`agents.pulp_backend.PulpAgentGroup`); the backend solves every
   agent x sample instance with HiGHS in memory, re-using each household's
   model (only the objective changes with the price), over several processes.
+* :class:`HomeBatteryEnv` -- one household as a Gymnasium env following the
+  agent contract (:mod:`agents.gym_env_group`): an agent written as an env.
 * :class:`HomeBatteryDP` -- a batched torch fast path: with the energies on a
   grid of ``unit`` kWh (``E``, ``P``, ``S`` multiples of it) the LP's constraint
   matrix is an interval (network) matrix, so an optimal plan lies on the grid
@@ -33,6 +35,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import gymnasium as gym
 import numpy as np
 import pandas as pd
 import pulp
@@ -158,3 +161,35 @@ class HomeBatteryDP(_Batteries, AgentGroup):
             net[..., t] = (nxt - k).double() * u
             k = nxt
         return torch.cat([net.clamp_min(0), (-net).clamp_min(0)], dim=-1)
+
+
+class HomeBatteryEnv(gym.Env):
+    """One household as a Gymnasium env following the agent contract of :mod:`agents.gym_env_group`.
+
+    ``signal`` is the price series and ``first`` the row where clock position 0
+    predicts (``split start + lookback`` of a shared-layout population): the
+    observation is the 12 prices before the clock's hour, the action the
+    predicted next ``horizon`` prices, the reward minus the LP's regret.
+    """
+
+    def __init__(self, households, row: int, signal: np.ndarray, first: int, horizon: int = 12) -> None:
+        df = households if isinstance(households, pd.DataFrame) else read_households(households)
+        self.battery = HomeBattery(df.iloc[[row]].reset_index(drop=True), horizon=horizon, workers=1)
+        self.signal, self.first, self.horizon = np.asarray(signal, dtype=np.float64), int(first), horizon
+        lo, hi = float(self.signal.min()), float(self.signal.max())
+        self.observation_space = gym.spaces.Box(lo, hi, shape=(12,), dtype=np.float64)
+        self.action_space = gym.spaces.Box(lo - (hi - lo), hi + (hi - lo), shape=(horizon,), dtype=np.float64)
+        self.t = self.first
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = self.first + int((options or {}).get("index", 0))
+        return self.signal[self.t - 12:self.t].copy(), {}
+
+    def step(self, action):
+        truth = torch.from_numpy(self.signal[self.t:self.t + self.horizon]).view(1, -1)
+        ev = self.battery.evaluate(torch.as_tensor(np.asarray(action, dtype=np.float64)).view(1, 1, -1), truth,
+                                   torch.zeros(1, dtype=torch.long))
+        regret = float(ev.regret[0, 0])
+        info = {"regret": regret, "cost": float(ev.cost[0, 0]), "oracle_cost": float(ev.oracle_cost[0, 0])}
+        return self.signal[self.t - 11:self.t + 1].copy(), -regret, True, False, info
