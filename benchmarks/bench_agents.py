@@ -31,11 +31,11 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "docs" / "examples")]
 
-from benchmarks.timing import median_time  # noqa: E402
 from home_battery import HomeBattery, HomeBatteryDP, HomeBatteryEnv  # noqa: E402
 
 from agents.gym_env_group import GymEnvAgentGroup  # noqa: E402
 from agents.pulp_backend import cbc_solver  # noqa: E402
+from benchmarks.timing import median_time  # noqa: E402
 from eq_envs.agent_env import DownstreamAgentEnv  # noqa: E402
 from eq_envs.datasets.signals import signal_series, time_split  # noqa: E402
 from eq_envs.population import Population  # noqa: E402
@@ -53,6 +53,12 @@ def price_population() -> Population:
     train, _ = time_split(len(sig), 0.7)
     return Population("batteries", sig, "train", (0, train.stop), [HomeBatteryDP(HOUSEHOLDS)], horizon=12,
                       layout="shared")
+
+
+def timed_regret(group, pred, truth, idx, ref, repeats: int) -> tuple[float, float]:
+    """Median seconds of ``group.evaluate`` and the max |regret - ref| of its result."""
+    t = median_time(lambda: group.evaluate(pred, truth, idx), repeats)
+    return t, float((group.evaluate(pred, truth, idx).regret - ref).abs().max())
 
 
 def bench_pulp(args: argparse.Namespace) -> list[dict]:
@@ -78,9 +84,8 @@ def bench_pulp(args: argparse.Namespace) -> list[dict]:
                 ("torch DP fast path", dp, args.positions)]
     rows, ref = [], dp.evaluate(pred, truth, idx).regret
     for name, group, positions in variants:
-        i, p, y = idx[:positions], pred[:, :positions], truth[:positions]
-        t = median_time(lambda: group.evaluate(p, y, i), args.repeats)
-        diff = float((group.evaluate(p, y, i).regret - ref[:, :positions]).abs().max())
+        t, diff = timed_regret(group, pred[:, :positions], truth[:positions], idx[:positions], ref[:, :positions],
+                               args.repeats)
         # two solves per regret: the decision on the prediction and the oracle on the truth
         rows.append({"agent": name, "instances": M * positions * 2, "solves/s": M * positions * 2 / t,
                      "max |diff| vs DP": diff})
@@ -106,8 +111,7 @@ def bench_envs(args: argparse.Namespace) -> list[dict]:
     for vec in ("sync", "async"):
         group = GymEnvAgentGroup([lambda m=m: DownstreamAgentEnv(ev, agent=m, episode_length=1) for m in range(M)],
                                  horizon=12, vectorization=vec)
-        t = median_time(lambda: group.evaluate(pred, ev.truth(idx), idx), args.repeats)
-        diff = float((group.evaluate(pred, ev.truth(idx), idx).regret - ref).abs().max())
+        t, diff = timed_regret(group, pred, ev.truth(idx), idx, ref, args.repeats)
         rows.append({"env": "EV (DownstreamAgentEnv)", "path": f"{vec} vector env, {M} envs",
                      "decisions/s": M * args.positions / t, "max |diff|": diff})
         group.close()
@@ -120,8 +124,7 @@ def bench_envs(args: argparse.Namespace) -> list[dict]:
     for vec in ("sync", "async"):
         group = GymEnvAgentGroup([lambda m=m: HomeBatteryEnv(sub, m, pop.signal, first) for m in range(M)],
                                  horizon=12, vectorization=vec)
-        t = median_time(lambda: group.evaluate(pred, truth, idx), args.repeats)
-        diff = float((group.evaluate(pred, truth, idx).regret - ref).abs().max())
+        t, diff = timed_regret(group, pred, truth, idx, ref, args.repeats)
         rows.append({"env": "home battery (HomeBatteryEnv, LP per step)", "path": f"{vec} vector env, {M} envs",
                      "decisions/s": M * args.positions / t, "max |diff|": diff})
         group.close()

@@ -52,12 +52,12 @@ import json
 import math
 import shutil
 import sys
-import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import tomllib
 
 from agents.base import AgentGroup
 from agents.data_center import DataCenterAgent
