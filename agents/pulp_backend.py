@@ -98,7 +98,8 @@ class _HighsModel:
         if problem.sense == pulp.LpMaximize:
             lp.sense_ = highspy.ObjSense.kMaximize
         lower, upper, starts, index, value = [], [], [0], [], []
-        for con in problem.constraints.values():
+        cons = problem.constraints  # PuLP >= 3.3: a callable giving a list (its dict mapping is deprecated)
+        for con in (cons() if callable(cons) else cons.values()):
             rhs = -float(con.constant)
             lower.append(rhs if con.sense in (pulp.LpConstraintEQ, pulp.LpConstraintGE) else -inf)
             upper.append(rhs if con.sense in (pulp.LpConstraintEQ, pulp.LpConstraintLE) else inf)

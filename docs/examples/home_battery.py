@@ -18,7 +18,8 @@ Two implementations of the same agent:
   agent x sample instance with HiGHS in memory, re-using each household's
   model (only the objective changes with the price), over several processes.
 * :class:`HomeBatteryEnv` -- one household as a Gymnasium env following the
-  agent contract (:mod:`agents.gym_env_group`): an agent written as an env.
+  agent contract (:mod:`agents.gym_env_group`): an agent written as an env;
+  :class:`HomeBatteryEnvs` steps all households' envs as one agent group.
 * :class:`HomeBatteryDP` -- a batched torch fast path: with the energies on a
   grid of ``unit`` kWh (``E``, ``P``, ``S`` multiples of it) the LP's constraint
   matrix is an interval (network) matrix, so an optimal plan lies on the grid
@@ -42,7 +43,9 @@ import pulp
 import torch
 
 from agents.base import AgentGroup
+from agents.gym_env_group import GymEnvAgentGroup
 from agents.pulp_backend import PulpAgentGroup
+from eq_envs.datasets.signals import signal_series, time_split
 
 
 def read_households(path: str | Path) -> pd.DataFrame:
@@ -193,3 +196,22 @@ class HomeBatteryEnv(gym.Env):
         regret = float(ev.regret[0, 0])
         info = {"regret": regret, "cost": float(ev.cost[0, 0]), "oracle_cost": float(ev.oracle_cost[0, 0])}
         return self.signal[self.t - 11:self.t + 1].copy(), -regret, True, False, info
+
+
+class HomeBatteryEnvs(GymEnvAgentGroup):
+    """Every household as a :class:`HomeBatteryEnv`, stepped through Gymnasium's vector API.
+
+    For a population file (``class = "home_battery.py:HomeBatteryEnvs"``) whose
+    signal is the same bundled price (``region``, ``name = "price"``, paper
+    preset, shared layout, the same ``train_fraction``): the envs then score
+    exactly the hours the public model is shown.
+    """
+
+    def __init__(self, households, horizon: int = 12, split: str = "train", region: str = "CISO",
+                 train_fraction: float = 0.7, vectorization: str = "sync") -> None:
+        signal = signal_series("price", region, "paper")
+        part = time_split(len(signal), train_fraction)[0 if split == "train" else 1]
+        first = part.start + 12  # the population's lookback
+        df = households if isinstance(households, pd.DataFrame) else read_households(households)
+        super().__init__([lambda m=m: HomeBatteryEnv(df, m, signal, first, horizon) for m in range(len(df))],
+                         horizon, vectorization=vectorization, kind="home_battery_env")

@@ -308,11 +308,11 @@ def load_signal_csv(
     if timestamp:
         ts = parse_timestamps(df, timestamp, p, utc=True)
         check_strictly_increasing(ts, p, timestamp)
-        step = np.diff(pd.DatetimeIndex(ts).asi8)
-        off = step != 3_600 * 10**9
+        idx = pd.DatetimeIndex(ts)
+        off = np.asarray((idx[1:] - idx[:-1]) != pd.Timedelta(hours=1))
         if off.any():
             i = int(np.argmax(off)) + 1
-            raise DataError(f"{pd.DatetimeIndex(ts)[i]} is not one hour after the previous row", file=p, row=i + 1,
+            raise DataError(f"{idx[i]} is not one hour after the previous row", file=p, row=i + 1,
                             field=timestamp, accepted="consecutive hourly timestamps (no gaps)")
         index = pd.DatetimeIndex(ts, name=timestamp)
     if len(vals) < 2:
