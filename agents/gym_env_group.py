@@ -58,8 +58,8 @@ class GymEnvAgentGroup(AgentGroup):
             raise ValueError(f"vectorization={vectorization!r}; accepted: {VECTORIZATION}")
         self.kind = kind
         super().__init__(len(env_fns), horizon, names)
-        self.envs = SyncVectorEnv(list(env_fns)) if vectorization == "sync" else \
-            AsyncVectorEnv(list(env_fns), context="fork")
+        self.envs: SyncVectorEnv | AsyncVectorEnv | None = SyncVectorEnv(list(env_fns)) \
+            if vectorization == "sync" else AsyncVectorEnv(list(env_fns), context="fork")
         space = self.envs.single_action_space
         if not isinstance(space, gym.spaces.Box) or space.shape != (horizon,):
             self.close()
@@ -80,6 +80,8 @@ class GymEnvAgentGroup(AgentGroup):
         """Reset every env at each clock position, step it with its prediction, read ``info``."""
         pred = self.check_pred(pred)
         index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        if self.envs is None:
+            raise RuntimeError(f"{self.kind}: the envs are closed")
         M, B = self.num_agents, int(index.numel())
         actions = pred.detach().expand(M, B, self.horizon).cpu().numpy().astype(self._dtype)
         out = {k: np.zeros((M, B)) for k in ("regret", "cost", "oracle_cost")}

@@ -150,6 +150,8 @@ class PulpAgentGroup(AgentGroup):
         min_parallel: fewest instances in a call for which processes are used.
     """
 
+    #: Decision variables per instance (the decision tensor's last axis): set it in ``__init__``.
+    decision_size: int
     REQUIRED_ATTRIBUTES = {
         **AgentGroup.REQUIRED_ATTRIBUTES,
         "decision_size": "the number of decision variables per instance (an int >= 1: the length of the "

@@ -343,6 +343,8 @@ def load_class(ref: str) -> type:
         module = sys.modules.get(key)
         if module is None:
             spec = importlib.util.spec_from_file_location(key, p)
+            if spec is None or spec.loader is None:
+                raise DataError("cannot be imported as a Python module", file=p, accepted="a .py file")
             module = importlib.util.module_from_spec(spec)
             sys.modules[key] = module
             try:
@@ -437,9 +439,9 @@ def data_files(spec: dict[str, Any]) -> list[str]:
             if mod.endswith(".py"):
                 out.append(mod)
             else:
-                m = sys.modules.get(mod)
-                if m is not None and getattr(m, "__file__", None):
-                    out.append(str(Path(m.__file__).resolve()))
+                file = getattr(sys.modules.get(mod), "__file__", None)
+                if file:
+                    out.append(str(Path(file).resolve()))
     return list(dict.fromkeys(out))
 
 
@@ -455,7 +457,7 @@ def record_population(spec: dict[str, Any], run_dir: str | Path) -> dict[str, An
     """Write ``run_dir/population.json`` (spec + sha256 of every data file) and a copy of the population file."""
     spec = normalize_spec(spec)
     out = Path(run_dir)
-    record = {"spec": spec, "data_files": {f: sha256(f) for f in data_files(spec)}}
+    record: dict[str, Any] = {"spec": spec, "data_files": {f: sha256(f) for f in data_files(spec)}}
     src = spec.get("source")
     if src and Path(src).is_file():
         record["source_sha256"] = sha256(src)
