@@ -250,3 +250,15 @@ def test_spec_with_own_signal_csv_and_norway_evs(tmp_path) -> None:
     assert pop.split_range == (0, 1400) and pop.groups[0].names[0].startswith("ev_")
     r = pop.regret(torch.full((1, 12, 12), 5.0, dtype=torch.float64), torch.arange(12))
     assert r.shape == (pop.num_agents, 12) and (r >= -1e-9).all()
+
+
+@pytest.mark.slow
+def test_reproduce_grid_on_a_population_file(user_dir, capsys) -> None:
+    out = user_dir / "rep"
+    assert main(["reproduce", "--population-file", str(user_dir / "pop.toml"), "--quick", "--q-values", "2",
+                 "--backend", "sequential", "--out", str(out)]) == 0
+    per_run = pd.read_csv(out / "population-shifters" / "per_run.csv")
+    assert sorted(per_run["method"]) == ["Equitable PM", "Plain PM"] and set(per_run["setting"]) == {"shifters"}
+    with pytest.raises(SystemExit):
+        main(["reproduce", "table1", "--population-file", str(user_dir / "pop.toml")])
+    assert "give no study names" in capsys.readouterr().err
