@@ -123,7 +123,7 @@ class RunSpec:
         return cls(**d)
 
 
-def _config(population: str, seed: int, quick: bool, region: str = "CISO", **kw: Any) -> dict[str, Any]:
+def _config(population: str | dict[str, Any], seed: int, quick: bool, region: str = "CISO", **kw: Any) -> dict[str, Any]:
     d: dict[str, Any] = {"population": population, "region": region, "seed": seed, "epochs": FULL_EPOCHS,
                          "checkpoint_every": 10}
     if not (isinstance(population, str) and population.startswith("dc-")):
@@ -140,11 +140,11 @@ def _config(population: str, seed: int, quick: bool, region: str = "CISO", **kw:
     return {k: v for k, v in full.items() if not (k in LATER_SETTINGS and v is None)}
 
 
-def _plain(study: str, setting: str, population: str, seed: int, quick: bool, **kw: Any) -> RunSpec:
+def _plain(study: str, setting: str, population: str | dict[str, Any], seed: int, quick: bool, **kw: Any) -> RunSpec:
     return RunSpec(study, setting, "Plain PM", _config(population, seed, quick, objective="mse", **kw), seed)
 
 
-def _equitable(study: str, setting: str, population: str, seed: int, quick: bool, q_plus_1: float,
+def _equitable(study: str, setting: str, population: str | dict[str, Any], seed: int, quick: bool, q_plus_1: float,
                beta: float = 0.0, estimator_kw: dict[str, Any] | None = None, **kw: Any) -> RunSpec:
     est = dict(estimator_kw if estimator_kw is not None else
                ({} if isinstance(population, str) and population.startswith("dc-") else WEIGHTED))
