@@ -4,6 +4,10 @@
     eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
     eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
     eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
+    eqpm train --population-file my_population.toml --run-dir runs/mine   # your own agents and data
+
+Every command takes --population-file FILE (TOML or JSON; docs/populations.md)
+instead of --population: your own signal, data files and agent classes.
 
 Invalid settings print one line ``eqpm: error: ...`` and exit with status 2,
 writing nothing.
@@ -22,14 +26,15 @@ import pandas as pd
 
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.presets import POPULATIONS, PRESETS, build_population
+from eq_envs.population_file import load_population_file, make_population
+from eq_envs.presets import POPULATIONS, PRESETS
 from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
 from trainers.estimators import BASELINES
 from trainers.evaluation import PROTOCOLS, evaluate
 from trainers.grid import BACKENDS, run_grid
 from trainers.networks import load_public_model
 from trainers.reports import STUDY_TITLES, write_study_report
-from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_NAMES, study_specs
+from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_NAMES, population_study_specs, study_specs
 from trainers.training import train
 
 TABLE_COLUMNS = ["variance", "mean", "c95_c5", "worst", "mse", "entropy_ratio", "jain"]
@@ -39,10 +44,17 @@ class CLIError(Exception):
     """A bad command line (reported as one line, exit status 2)."""
 
 
+def _add_population_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--population-file", type=Path, dest="population_file", metavar="FILE",
+                   help="a population file (TOML or JSON: signal, data files, agent groups; docs/populations.md) "
+                        "instead of --population")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--population", choices=sorted(POPULATIONS), metavar="NAME",
                    help=f"agent population; one of: {', '.join(POPULATIONS)} (default: from --config or "
                         "dc-different-different-lambda)")
+    _add_population_file(p)
     p.add_argument("--region", choices=sorted(REGIONS), metavar="BA",
                    help=f"balancing authority whose grid data is used; one of {', '.join(REGIONS)} (default CISO)")
     p.add_argument("--preset", choices=PRESETS, help="'paper' scales signals to [0, 10] as the paper; 'physical' keeps "
@@ -119,7 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run a study of the paper (or beyond it) as a grid of runs; tables and plots",
                        description="Studies: " + "; ".join(f"{k}: {v}" for k, v in STUDY_TITLES.items())
                                    + ". 'all' runs every study.")
-    r.add_argument("studies", nargs="+", metavar="STUDY", help=f"one or more of: {', '.join(STUDY_NAMES)}, all")
+    r.add_argument("studies", nargs="*", metavar="STUDY",
+                   help=f"one or more of: {', '.join(STUDY_NAMES)}, all (none with --population-file)")
+    _add_population_file(r)
+    r.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1",
+                   help="with --population-file: exponents q+1 of the Equitable PMs (default: 1 3)")
     r.add_argument("--quick", action="store_true",
                    help=f"smoke-size runs ({QUICK['epochs']} epochs of at most {QUICK['max_batches']} batches, seed 0)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
@@ -136,10 +152,23 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _population_file(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The spec of ``--population-file`` (validated), or None."""
+    path = getattr(args, "population_file", None)
+    if path is None:
+        return None
+    if getattr(args, "population", None) is not None:
+        raise CLIError("give --population or --population-file, not both")
+    return load_population_file(path)
+
+
 def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     data: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         data = TrainConfig.from_json(args.config).to_dict()
+    spec = _population_file(args)
+    if spec is not None:
+        data["population"] = spec
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
                 "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
                 "scale_final"):
@@ -170,8 +199,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     for p in args.models:
         if not p.is_file():
             raise CLIError(f"model file {p} does not exist; accepted: model.pt files written by 'eqpm train'")
-    pop = build_population(args.population or "dc-different-different-lambda", split=args.split,
-                           preset=args.preset or "paper", region=args.region or "CISO")
+    spec = _population_file(args)
+    if spec is not None and (args.preset or args.region):
+        raise CLIError("--preset and --region do not apply to --population-file; set them in the file")
+    pop = make_population(spec or args.population or "dc-different-different-lambda", split=args.split,
+                          preset=args.preset or "paper", region=args.region or "CISO")
     models = {str(p): load_public_model(p) for p in args.models}
     table = evaluate(models, pop, protocol=args.protocol, csv_path=args.out,
                      agents_csv_path=args.out.with_name(args.out.stem + "_agents.csv") if args.out else None)
@@ -198,7 +230,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for qp1 in args.q_values:
         if not qp1 >= 1:
             raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
-    test_pop = build_population(base.population, split="test", preset=base.preset, region=base.region)
+    test_pop = base.build_population("test")
     rows = []
     t0 = time.perf_counter()
     for seed in args.seeds:
@@ -219,13 +251,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pd.DataFrame(rows).to_csv(args.out_dir / "per_seed.csv", index=False)
     summary = summarize(rows)
     summary.to_csv(args.out_dir / "summary.csv", index=False)
-    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population}, {base.region}, "
-          f"preset {base.preset}, {epochs} epochs, seeds {args.seeds}:")
+    where = f"{base.region}, preset {base.preset}" if isinstance(base.population, str) else \
+        f"spec {base.population.get('source', '(dict)')}"
+    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population_name}, {where}, "
+          f"{epochs} epochs, seeds {args.seeds}:")
     print(summary.to_string(index=False))
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    spec = _population_file(args)
+    if spec is not None and args.studies:
+        raise CLIError("--population-file runs its own grid (Plain PM and Equitable PMs at --q-values); "
+                       "give no study names with it")
+    if spec is None and not args.studies:
+        raise CLIError(f"no study given; accepted: {', '.join(STUDY_NAMES)}, all, or --population-file FILE")
+    if spec is None and args.q_values:
+        raise CLIError("--q-values applies to --population-file only")
     names = list(STUDY_NAMES) if "all" in args.studies else list(dict.fromkeys(args.studies))
     for n in names:
         if n not in STUDY_NAMES:
@@ -236,7 +278,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise CLIError("--address needs --backend ray")
     seeds = args.seeds or ([0] if args.quick else list(DEFAULT_SEEDS))
     out = args.out or Path("runs/reproduce-quick" if args.quick else "runs/reproduce")
-    specs = {n: study_specs(n, seeds, quick=args.quick) for n in names}
+    if spec is not None:
+        for qp1 in args.q_values or ():
+            if not qp1 >= 1:
+                raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
+        names = [f"population-{spec['name']}"]
+        specs = {names[0]: population_study_specs(spec, seeds, quick=args.quick,
+                                                  q_values=tuple(args.q_values or (1.0, 3.0)))}
+    else:
+        specs = {n: study_specs(n, seeds, quick=args.quick) for n in names}
     t0 = time.perf_counter()
     if not args.report_only:
         run_grid([s for v in specs.values() for s in v], out, backend=args.backend, address=args.address,
