@@ -4,7 +4,9 @@ The agent observes what the public model observes (the last 12 signal values),
 the action is the public model's prediction of the next ``horizon`` values, and
 the reward is minus the regret of the agent's decision at this step.  An
 episode is ``episode_length`` consecutive hours of a split, starting at a
-position drawn from ``reset(seed=...)``'s generator.
+position drawn from ``reset(seed=...)``'s generator, at ``options["start"]``, or
+at clock position ``options["index"]`` (the agent-env contract of
+:mod:`agents.gym_env_group`; the episode then ends early at the split's end).
 
 Registered ids (``import eq_envs`` first, or use ``"eq_envs:eq_envs/..."``)::
 
@@ -164,7 +166,9 @@ class DownstreamAgentEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         last_start = self.population.num_steps - self._length()
-        if options and "start" in options:
+        if options and "index" in options:  # the agent-env contract (agents.gym_env_group): set the clock
+            self._start = check_int("options['index']", options["index"], 0, self.population.num_steps - 1)
+        elif options and "start" in options:
             self._start = check_int("options['start']", options["start"], 0, last_start)
         else:
             self._start = int(self.np_random.integers(0, last_start + 1)) if self.episode_length is not None else 0
@@ -174,7 +178,7 @@ class DownstreamAgentEnv(gym.Env):
     def step(self, action: Any):
         if self._start is None:
             raise reset_needed(self.agent_name)
-        if self._step >= self._length():
+        if self._step >= self._length() or self._start + self._step >= self.population.num_steps:
             raise RuntimeError(f"{self.agent_name}: step() called after the episode ended; call reset()")
         a = check_action(action, self.action_space, self.agent_name)
         clock = self._start + self._step
@@ -187,7 +191,7 @@ class DownstreamAgentEnv(gym.Env):
             "clock": clock,
         }
         self._step += 1
-        truncated = self._step >= self._length()
+        truncated = self._step >= self._length() or clock + 1 >= self.population.num_steps
         obs = self._obs() if not truncated else self.population.agent_observation([clock], self.agent)[0].numpy()
         return obs, -regret, False, truncated, info
 

@@ -40,7 +40,7 @@ from agents.phone_charging import PhoneChargingAgent
 from eq_envs.datasets import ev as ev_data
 from eq_envs.datasets import official, signals, workloads
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.population import LAYOUTS, SPLITS, Population, pairwise_wasserstein_range
+from eq_envs.population import LAYOUTS, SPLITS, Population, wasserstein_ranges
 
 POPULATIONS: dict[str, str] = {
     "dc-similar-same-lambda": "50 data centers, Azure workload chunks, lambda = 2",
@@ -125,17 +125,16 @@ def build_population(name: str, split: str = "train", preset: str = "paper", reg
 def chunk_lengths(pop: Population) -> list[int]:
     """Stretch of time each agent owns in the chunked layout.
 
-    The length of the agent's context sequence (the paper cut workloads and EV
-    needs into per-agent contiguous chunks of time); agents with a single
-    context value (phones) split the usable steps evenly within their group.
+    The length of the agent's context sequence (:meth:`agents.base.AgentGroup.context_lengths`;
+    the paper cut workloads and EV needs into per-agent contiguous chunks of time); groups without
+    per-agent sequences (phones: one value each) split the usable steps evenly.
     """
     out: list[int] = []
     for g in pop.groups:
-        table = g.workloads if isinstance(g, DataCenterAgent) else g.slots
-        lengths = [int(n) for n in table.lengths]
-        if max(lengths) == 1:
+        lengths = g.context_lengths()
+        if lengths is None or max(lengths) == 1:
             lengths = [max(1, pop.usable_steps // g.num_agents)] * g.num_agents
-        out.extend(lengths)
+        out.extend(int(n) for n in lengths)
     return out
 
 
@@ -179,14 +178,4 @@ def _build(name: str, split: str, preset: str, region: str, gamma: float, eta: f
 def wasserstein_report(name: str, split: str = "train") -> dict[str, tuple[float, float]]:
     """Pairwise 1-Wasserstein range of each group's agent contexts (see the paper, Sec. 5)."""
     check_choice(name, POPULATIONS, "population")
-    out: dict[str, tuple[float, float]] = {}
-    if name.startswith("dc-") or name == "mixed":
-        out["datacenter workload"] = pairwise_wasserstein_range(
-            dc_workloads(name.split("-")[1] if name.startswith("dc-") else "similar", split))
-    if name.startswith("ev-") or name == "mixed":
-        needs, _ = ev_needs_rates(name.split("-")[1] if name.startswith("ev-") else "similar", split)
-        out["ev need (kWh)"] = pairwise_wasserstein_range(needs)
-    if name in ("phone", "mixed"):
-        out["phone slots"] = pairwise_wasserstein_range([np.array([k]) for k in
-                                                         np.round(ev_data.phone_demands() / 2.0)])
-    return out
+    return wasserstein_ranges(_build(name, split, "paper", "CISO", 1.0, 1.0))

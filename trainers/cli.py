@@ -4,6 +4,10 @@
     eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
     eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
     eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
+    eqpm train --population-file my_population.toml --run-dir runs/mine   # your own agents and data
+
+Every command takes --population-file FILE (TOML or JSON; docs/populations.md)
+instead of --population: your own signal, data files and agent classes.
 
 Every expected failure -- an invalid setting, unusable data or path, a run
 directory another run holds, a diverging run -- prints one line
@@ -26,8 +30,9 @@ import pandas as pd
 
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.presets import POPULATIONS, PRESETS, build_population
-from trainers.config import EQUITABLE_ONLY, ESTIMATOR_CHOICES, OBJECTIVES, ConfigError, TrainConfig
+from eq_envs.population_file import load_population_file, make_population
+from eq_envs.presets import POPULATIONS, PRESETS
+from trainers.config import EQUITABLE_ONLY, ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
 from trainers.errors import DivergenceError
 from trainers.estimators import BASELINES
 from trainers.evaluation import PROTOCOLS, evaluate
@@ -35,8 +40,8 @@ from trainers.grid import BACKENDS, run_grid
 from trainers.networks import load_public_model
 from trainers.reports import STUDY_TITLES, write_study_report
 from trainers.rundir import RunDirError, check_output_dir, check_output_file, last_epochs
-from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_NAMES, study_specs
-from trainers.training import resolve_estimator, train
+from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_NAMES, population_study_specs, study_specs
+from trainers.training import build_update_rule, train
 
 TABLE_COLUMNS = ["variance", "mean", "c95_c5", "worst", "mse", "entropy_ratio", "jain"]
 
@@ -66,10 +71,17 @@ def _add_debug(p: argparse.ArgumentParser, top: bool = False) -> None:
                    help="show the full traceback of an error instead of the one-line message")
 
 
+def _add_population_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--population-file", type=Path, dest="population_file", metavar="FILE",
+                   help="a population file (TOML or JSON: signal, data files, agent groups; docs/populations.md) "
+                        "instead of --population")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--population", choices=sorted(POPULATIONS), metavar="NAME",
                    help=f"agent population; one of: {', '.join(POPULATIONS)} (default: from --config or "
                         "dc-different-different-lambda)")
+    _add_population_file(p)
     p.add_argument("--region", choices=sorted(REGIONS), metavar="BA",
                    help=f"balancing authority whose grid data is used; one of {', '.join(REGIONS)} (default CISO)")
     p.add_argument("--preset", choices=PRESETS, help="'paper' scales signals to [0, 10] as the paper; 'physical' keeps "
@@ -100,6 +112,25 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", help="epochs between checkpoints")
     p.add_argument("--init-from", dest="init_from", help="warm-start from this model.pt (same architecture), e.g. "
                                                          "a Plain PM")
+    p.add_argument("--update", nargs="+", metavar="KEY=VALUE", type=_key_value,
+                   help="settings of the update rule, e.g. for --estimator eq_ppo: epochs=4 minibatches=4 "
+                        "clip_range=0.2 target_kl=0.02 max_grad_norm=0.5 weight_rate=0.1 normalize_advantage=true "
+                        "(values are JSON; see docs/trainer.md)")
+    p.add_argument("--scale", choices=SCALES, help="the policy's scale: 'learned' (default), 'fixed' at the head's "
+                                                   "init_std, or 'anneal' to --scale-final over the run")
+    p.add_argument("--scale-final", type=float, dest="scale_final", help="final standard deviation of --scale anneal")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a JSON value (a bare word is taken as a string)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -135,8 +166,12 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run a study of the paper (or beyond it) as a grid of runs; tables and plots",
                        description="Studies: " + "; ".join(f"{k}: {v}" for k, v in STUDY_TITLES.items())
                                    + ". 'all' runs every study.")
-    r.add_argument("studies", nargs="+", metavar="STUDY", help=f"one or more of: {', '.join(STUDY_NAMES)}, all")
+    r.add_argument("studies", nargs="*", metavar="STUDY",
+                   help=f"one or more of: {', '.join(STUDY_NAMES)}, all (none with --population-file)")
+    _add_population_file(r)
     _add_debug(r)
+    r.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1",
+                   help="with --population-file: exponents q+1 of the Equitable PMs (default: 1 3)")
     r.add_argument("--quick", action="store_true",
                    help=f"smoke-size runs ({QUICK['epochs']} epochs of at most {QUICK['max_batches']} batches, seed 0)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
@@ -153,15 +188,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _population_file(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The spec of ``--population-file`` (validated), or None."""
+    path = getattr(args, "population_file", None)
+    if path is None:
+        return None
+    if getattr(args, "population", None) is not None:
+        raise CLIError("give --population or --population-file, not both")
+    return load_population_file(path)
+
+
 def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     data: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         data = TrainConfig.from_json(args.config).to_dict()
+    spec = _population_file(args)
+    if spec is not None:
+        data["population"] = spec
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
-                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from"):
+                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
+                "scale_final"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v
+    if getattr(args, "update", None):
+        data["update"] = {**data.get("update", {}), **dict(args.update)}
     if getattr(args, "q_plus_1", None) is not None:
         data.pop("q", None)
         data["q_plus_1"] = args.q_plus_1
@@ -222,8 +273,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out is not None:
         check_output_file(args.out, "--out")
         agents_out = check_output_file(args.out.with_name(args.out.stem + "_agents.csv"), "--out (per-agent file)")
-    pop = build_population(args.population or "dc-different-different-lambda", split=args.split,
-                           preset=args.preset or "paper", region=args.region or "CISO")
+    spec = _population_file(args)
+    if spec is not None and (args.preset or args.region):
+        raise CLIError("--preset and --region do not apply to --population-file; set them in the file")
+    pop = make_population(spec or args.population or "dc-different-different-lambda", split=args.split,
+                          preset=args.preset or "paper", region=args.region or "CISO")
     models = {str(p): _load_model(p, pop.horizon, pop.lookback) for p in args.models}
     table = evaluate(models, pop, protocol=args.protocol, csv_path=args.out, agents_csv_path=agents_out)
     print(table.to_string(index=False))
@@ -264,7 +318,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     _distinct(args.seeds, "--seeds")
     _distinct(args.q_values, "--q-values")
     check_output_dir(args.out_dir, "--out-dir")
-    plain = {k: v for k, v in base.to_dict().items() if k not in EQUITABLE_ONLY}
+    plain = {k: v for k, v in base.to_dict().items() if k not in (*EQUITABLE_ONLY, "update")}
     runs: list[tuple[int, str, TrainConfig]] = []  # every run's settings are checked before the first one trains
     for seed in args.seeds:
         runs.append((seed, "Plain PM", TrainConfig.from_dict({**plain, "objective": "mse", "seed": seed})))
@@ -272,12 +326,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
             d = {**base.to_dict(), "objective": "equitable", "seed": seed}
             d.pop("q")
             runs.append((seed, f"Equitable PM q+1={qp1:g}", TrainConfig.from_dict({**d, "q_plus_1": qp1})))
-    train_pop = build_population(base.population, split="train", preset=base.preset, region=base.region,
-                                 layout=base.layout)
-    for _, _, cfg in runs:  # settings that depend on the population (the estimator 'auto' picks)
-        if cfg.objective == "equitable":
-            resolve_estimator(cfg, train_pop)
-    test_pop = build_population(base.population, split="test", preset=base.preset, region=base.region)
+    train_pop = base.build_population("train")
+    for _, _, cfg in runs:  # settings that depend on the population (the rule estimator 'auto' picks)
+        build_update_rule(cfg, train_pop)
+    test_pop = base.build_population("test")
     rows = []
     t0 = time.perf_counter()
     for seed, method, cfg in runs:
@@ -296,13 +348,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pd.DataFrame(rows).to_csv(args.out_dir / "per_seed.csv", index=False)
     summary = summarize(rows)
     summary.to_csv(args.out_dir / "summary.csv", index=False)
-    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population}, {base.region}, "
-          f"preset {base.preset}, {epochs} epochs, seeds {args.seeds}:")
+    where = f"{base.region}, preset {base.preset}" if isinstance(base.population, str) else \
+        f"spec {base.population.get('source', '(dict)')}"
+    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population_name}, {where}, "
+          f"{epochs} epochs, seeds {args.seeds}:")
     print(summary.to_string(index=False))
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    spec = _population_file(args)
+    if spec is not None and args.studies:
+        raise CLIError("--population-file runs its own grid (Plain PM and Equitable PMs at --q-values); "
+                       "give no study names with it")
+    if spec is None and not args.studies:
+        raise CLIError(f"no study given; accepted: {', '.join(STUDY_NAMES)}, all, or --population-file FILE")
+    if spec is None and args.q_values:
+        raise CLIError("--q-values applies to --population-file only")
     names = list(STUDY_NAMES) if "all" in args.studies else list(dict.fromkeys(args.studies))
     for n in names:
         if n not in STUDY_NAMES:
@@ -317,7 +379,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     check_output_dir(out, "--out")
     if args.figures_dir is not None:
         check_output_dir(args.figures_dir, "--figures-dir")
-    specs = {n: study_specs(n, seeds, quick=args.quick) for n in names}
+    if spec is not None:
+        for qp1 in args.q_values or ():
+            if not qp1 >= 1:
+                raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
+        names = [f"population-{spec['name']}"]
+        specs = {names[0]: population_study_specs(spec, seeds, quick=args.quick,
+                                                  q_values=tuple(args.q_values or (1.0, 3.0)))}
+    else:
+        specs = {n: study_specs(n, seeds, quick=args.quick) for n in names}
     t0 = time.perf_counter()
     if not args.report_only:
         try:

@@ -3,23 +3,31 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.population import LAYOUTS
+from eq_envs.population import LAYOUTS, Population
+from eq_envs.population_file import make_population, normalize_spec, population_label
 from eq_envs.presets import POPULATIONS, PRESETS
-from trainers.estimators import BASELINES, CREDITS, ESTIMATORS
+from trainers.estimators import BASELINES, CREDITS
 from trainers.networks import build_public_model
 from trainers.objectives import check_beta, check_q
+from trainers.updates import RULES, make_update_rule
 
 OBJECTIVES = ("equitable", "mse")
-ESTIMATOR_CHOICES = ("auto", *ESTIMATORS)
-#: Settings of the Equitable Objective and its gradient estimator: a Plain PM (objective="mse") uses none of them.
-EQUITABLE_ONLY = ("q", "beta", "estimator", "baseline", "credit", "num_samples", "form")
+#: ``estimator`` choices: ``auto`` and every registered update rule but the Plain PM's (``objective="mse"``).
+ESTIMATOR_CHOICES = ("auto", *(n for n in RULES if n != "mse"))
+#: How the policy's scale σ is controlled: learned by the optimizer, fixed at the head's ``init_std``, or
+#: annealed log-linearly from ``init_std`` to ``scale_final`` over the run's batches.
+SCALES = ("learned", "fixed", "anneal")
+#: Settings of the Equitable Objective, its update rule and the policy's scale: a Plain PM (objective="mse") fits
+#: the mean prediction and uses none of them.
+EQUITABLE_ONLY = ("q", "beta", "estimator", "baseline", "credit", "num_samples", "form", "scale", "scale_final")
 #: Seeds go to torch.manual_seed, which takes at most 64 bits; 63 keep them plain signed integers everywhere.
 MAX_SEED = 2**63 - 1
 
@@ -28,7 +36,7 @@ class ConfigError(ValueError):
     """An invalid training setting (the CLI prints it as one line and exits with 2)."""
 
 
-def default_model(population: str) -> dict[str, Any]:
+def default_model(population: str | dict[str, Any]) -> dict[str, Any]:
     """The public model the paper uses for a population.
 
     Data centers: LSTM with hidden size 50 (App. A.3.1), one step ahead, with a
@@ -38,26 +46,19 @@ def default_model(population: str) -> dict[str, Any]:
     Gaussian head.  The paper's feature size is 250; the default here is 64,
     which trains several times faster on 2 CPU cores -- pass
     ``{"backbone_kwargs": {"d_model": 250, "nhead": 5}}`` for the paper's width.
+    A population spec (:mod:`eq_envs.population_file`) gets the data centers'
+    model when its horizon is 1 and the Transformer with its horizon otherwise.
     """
+    if isinstance(population, dict):
+        h = int(population["horizon"])
+        cfg = default_model("dc-" if h == 1 else "transformer")
+        cfg["horizon"] = h
+        return cfg
     if population.startswith("dc-"):
         return {"backbone": "lstm", "backbone_kwargs": {"hidden_size": 50}, "head": "lognormal",
                 "head_kwargs": {"init_mean": 5.0, "init_std": 0.1}, "seq_len": 12, "horizon": 1}
     return {"backbone": "transformer", "backbone_kwargs": {"d_model": 64, "nhead": 4, "num_layers": 1},
             "head": "gaussian", "head_kwargs": {"init_mean": 5.0, "init_std": 0.5}, "seq_len": 12, "horizon": 12}
-
-
-def check_estimator_settings(cfg: TrainConfig, estimator: str, why: str = "") -> None:
-    """:class:`ConfigError` when ``cfg`` sets something ``estimator`` does not use, or cannot work with."""
-    if estimator != "reinforce_weighted":
-        for name in ("baseline", "credit"):
-            value = getattr(cfg, name)
-            if value is not None:
-                raise ConfigError(f"{name}={value!r} applies to estimator reinforce_weighted only, not {estimator}"
-                                  + (f" ({why})" if why else "")
-                                  + "; accepted: leave it unset, or estimator=reinforce_weighted")
-    elif cfg.baseline == "loo" and cfg.num_samples < 2:
-        raise ConfigError(f"baseline='loo' needs num_samples >= 2 (the mean of the other samples of the same input), "
-                          f"got num_samples={cfg.num_samples}; accepted: num_samples >= 2, or another baseline")
 
 
 @dataclass
@@ -80,9 +81,22 @@ class TrainConfig:
     ``eq_envs/PublicModel-v0``, so the trainer and an SB3 policy see the same problem).
     ``init_from`` warm-starts the public model from a saved ``model.pt`` (e.g. a
     Plain PM) with the same architecture; the optimizer starts fresh.
+    ``update`` holds the update rule's own settings (e.g. ``{"epochs": 10,
+    "clip_range": 0.2}`` for ``estimator="eq_ppo"``; see
+    :mod:`trainers.updates`).  ``scale`` controls the policy's scale σ
+    (:data:`SCALES`): ``"learned"`` (default), ``"fixed"`` at the head's
+    ``init_std``, or ``"anneal"``: log-linear from ``init_std`` to
+    ``scale_final`` over the run's batches (not learned).
+
+    ``population`` is a preset name (:data:`eq_envs.presets.POPULATIONS`) or a
+    population spec -- a dict as :func:`eq_envs.population_file.load_population_file`
+    returns, with its own signal, data files and agent classes; it is stored
+    normalised (paths absolute) so ``config.json`` records it.  A spec carries
+    its own region, preset and layout: those settings must then stay at their defaults.
+    ``q_plus_1`` may be given instead of ``q`` (``TrainConfig(q_plus_1=3)``).
     """
 
-    population: str = "dc-different-different-lambda"
+    population: str | dict[str, Any] = "dc-different-different-lambda"
     region: str = "CISO"
     preset: str = "paper"
     objective: str = "equitable"
@@ -104,8 +118,18 @@ class TrainConfig:
     checkpoint_every: int = 1
     init_from: str | None = None
     layout: str = "chunked"
+    update: dict[str, Any] = field(default_factory=dict)
+    scale: str = "learned"
+    scale_final: float | None = None
+    q_plus_1: InitVar[float | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, q_plus_1: float | None = None) -> None:
+        if q_plus_1 is not None:
+            if self.q != 0.0:
+                raise ConfigError("give q or q_plus_1, not both")
+            if isinstance(q_plus_1, bool) or not isinstance(q_plus_1, (int, float)) or not q_plus_1 >= 1:
+                raise ConfigError(f"q_plus_1={q_plus_1!r} is not accepted; accepted: a number >= 1")
+            self.q = float(q_plus_1) - 1.0
         self.validate()
 
     # ------------------------------------------------------------- derived
@@ -113,7 +137,16 @@ class TrainConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 0.05 if self.population.startswith("dc-") else 1e-3
+        return 0.05 if isinstance(self.population, str) and self.population.startswith("dc-") else 1e-3
+
+    @property
+    def population_name(self) -> str:
+        """The preset's name or the spec's ``name``."""
+        return population_label(self.population)
+
+    def build_population(self, split: str = "train") -> Population:
+        """The configured population on ``split`` (a preset with region/preset/layout, or the spec)."""
+        return make_population(self.population, split, preset=self.preset, region=self.region, layout=self.layout)
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -127,7 +160,7 @@ class TrainConfig:
             if value not in accepted:
                 raise ConfigError(f"{name}={value!r} is not accepted; accepted: {', '.join(map(str, accepted))}")
 
-        choice("population", self.population, POPULATIONS)
+        self._validate_population()
         choice("region", self.region, REGIONS)
         choice("preset", self.preset, PRESETS)
         choice("objective", self.objective, OBJECTIVES)
@@ -168,8 +201,15 @@ class TrainConfig:
                     raise ConfigError(f"{name}={getattr(self, name)!r} does not apply to objective='mse' (the Plain "
                                       f"PM fits the mean prediction by MSE); accepted: leave it unset, or "
                                       f"objective='equitable'")
-        elif self.estimator != "auto":
-            check_estimator_settings(self, self.estimator)
+        choice("scale", self.scale, SCALES)
+        if self.scale == "anneal":
+            f = self.scale_final
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and f > 0):
+                raise ConfigError(f"scale_final={f!r} is not accepted; accepted: a number > 0 (the policy's final "
+                                  "standard deviation) with scale='anneal'")
+        elif self.scale_final is not None:
+            raise ConfigError(f"scale_final={self.scale_final!r} applies to scale='anneal' only (scale={self.scale!r})")
+        self._check_update_rule()
         try:  # build it once (without touching the global RNG) so that bad model settings fail here, not mid-run
             with torch.random.fork_rng(devices=[]):
                 build_public_model(self.model_config)
@@ -177,6 +217,48 @@ class TrainConfig:
             why = (str(exc).splitlines() or [repr(exc)])[0]
             raise ConfigError(f"model={self.model!r} is not accepted ({why}); accepted: the keys and constructor "
                               f"arguments of trainers.networks.build_public_model") from None
+
+    def _check_update_rule(self) -> None:
+        """Build the update rule once so that a bad combination fails here, before anything is written."""
+        if not isinstance(self.update, dict):
+            raise ConfigError(f"update={self.update!r} is not accepted; accepted: a dict of the update rule's settings")
+        if self.objective == "mse" or self.estimator == "auto":
+            if self.update:
+                what = "objective='mse'" if self.objective == "mse" else "estimator='auto'"
+                raise ConfigError(f"update settings {sorted(self.update)} do not apply with {what}; "
+                                  "accepted: an explicit estimator whose rule has these settings (e.g. eq_ppo)")
+            return
+        try:
+            make_update_rule(self.estimator, **self.rule_kwargs)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def rule_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`trainers.updates.make_update_rule` for this run."""
+        return dict(q=self.q, form=self.form, beta=self.beta, num_samples=self.num_samples, baseline=self.baseline,
+                    credit=self.credit, **self.update)
+
+    def _validate_population(self) -> None:
+        pop = self.population
+        if isinstance(pop, Population):
+            raise ConfigError("population=<Population> is not accepted (a built population cannot be recorded in "
+                              "config.json); accepted: a preset name, a population spec dict, or "
+                              "eq_envs.population_file.load_population_file(path)")
+        if isinstance(pop, dict):
+            try:
+                self.population = normalize_spec(pop)
+            except DataError as exc:
+                raise ConfigError(f"population spec: {exc}") from None
+            defaults = {f.name: f.default for f in fields(self)}
+            for name in ("region", "preset", "layout"):
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(f"{name}={getattr(self, name)!r} does not apply to a population spec; "
+                                      f"accepted: set it in the spec ({'signal.region' if name == 'region' else name})")
+            return
+        if pop not in POPULATIONS:
+            raise ConfigError(f"population={pop!r} is not accepted; accepted: {', '.join(POPULATIONS)}, or a "
+                              "population spec (--population-file)")
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
@@ -186,14 +268,9 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a dict; accepts ``q_plus_1`` as an alias of ``q + 1``."""
         data = dict(data)
-        if "q_plus_1" in data:
-            if "q" in data:
-                raise ConfigError(f"{source}: give q or q_plus_1, not both")
-            qp1 = data.pop("q_plus_1")
-            if not isinstance(qp1, (int, float)) or qp1 < 1:
-                raise ConfigError(f"{source}: q_plus_1={qp1!r} is not accepted; accepted: a number >= 1")
-            data["q"] = float(qp1) - 1.0
-        known = {f.name for f in fields(cls)}
+        if "q_plus_1" in data and "q" in data:
+            raise ConfigError(f"{source}: give q or q_plus_1, not both")
+        known = {f.name for f in fields(cls)} | {"q_plus_1"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
@@ -201,6 +278,10 @@ class TrainConfig:
             return cls(**data)
         except TypeError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+        except ConfigError as exc:
+            if "q_plus_1" in str(exc):
+                raise ConfigError(f"{source}: {exc}") from None
+            raise
 
     @classmethod
     def from_json(cls, path: str | Path) -> TrainConfig:
