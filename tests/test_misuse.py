@@ -141,8 +141,8 @@ def test_lock_is_exclusive_within_one_process_and_released_on_errors(tmp_path) -
 @pytest.mark.parametrize("argv,match", [
     (["--seed", "99999999999999999999"], "seed=99999999999999999999 is not accepted; accepted: an integer in [0,"),
     (["--seed", "-1"], "seed=-1 is not accepted"),
-    (["--estimator", "pathwise", "--baseline", "loo"], "baseline='loo' applies to estimator reinforce_weighted only"),
-    (["--baseline", "loo"], "estimator='auto' is pathwise for population dc-different-different-lambda"),
+    (["--estimator", "pathwise", "--baseline", "loo"], "baseline='loo' does not apply to update rule 'pathwise'"),
+    (["--baseline", "loo"], "baseline='loo' does not apply to update rule 'pathwise'"),  # 'auto' picks pathwise
     (["--estimator", "reinforce_weighted", "--baseline", "loo"], "baseline='loo' needs num_samples >= 2"),
     (["--objective", "mse", "--q", "2"], "q=2.0 does not apply to objective='mse'"),
     (["--objective", "mse", "--beta", "0"], "--beta does not apply to the Plain PM"),
@@ -183,7 +183,7 @@ def test_mse_settings_in_a_config_file_are_refused(tmp_path, capsys) -> None:
     (["--q-values", "3", "3"], "--q-values: 3 is given twice"),
     (["--q-plus-1", "3"], "--q / --q-plus-1 do not apply to compare; accepted: the exponents q+1 as --q-values"),
     (["--q", "2"], "do not apply to compare"),
-    (["--baseline", "loo"], "estimator='auto' is pathwise"),  # only the Equitable PMs use it: found before any run
+    (["--baseline", "loo"], "does not apply to update rule 'pathwise'"),  # found before the Plain PM trains
     (["--seeds", "0", "99999999999999999999"], "seed=99999999999999999999 is not accepted"),
 ])
 def test_compare_refuses_duplicates_and_settings_that_do_not_apply(tmp_path, capsys, argv, match) -> None:

@@ -147,15 +147,17 @@ def read_csv_text(p: Path, **kwargs) -> pd.DataFrame:
     df.columns = [str(c).strip() for c in df.columns]
     if len(df) == 0:
         raise DataError("file has a header but no data rows", file=p)
-    _check_short_rows(text, len(df.columns), p)
+    sep = kwargs.get("sep", ",")
+    if isinstance(sep, str) and len(sep) == 1:  # (a regex separator is pandas' business alone)
+        _check_short_rows(text, len(df.columns), p, sep)
     return df
 
 
-def _check_short_rows(text: str, n_fields: int, p: Path) -> None:
+def _check_short_rows(text: str, n_fields: int, p: Path, sep: str) -> None:
     # pandas pads a short row with empty cells, which later read as "missing" and get filled or dropped:
     # a file cut mid-row would load as a shorter series.  Count the fields of every row (blank lines skipped,
     # as pandas does).
-    rows = (r for r in csv.reader(io.StringIO(text)) if r)
+    rows = (r for r in csv.reader(io.StringIO(text), delimiter=sep) if r)
     next(rows, None)  # header
     for i, row in enumerate(rows, start=1):
         if len(row) < n_fields:
