@@ -239,7 +239,7 @@ def trained(tmp_path_factory) -> Path:
 
 def test_epochs_below_the_checkpoint_are_refused(trained, tmp_path, capsys) -> None:
     run = tmp_path / "run"
-    (run).mkdir()
+    run.mkdir()
     for p in trained.iterdir():
         if p.is_file():
             (run / p.name).write_bytes(p.read_bytes())

@@ -175,7 +175,8 @@ class RunDirLock:
                     log.warning("run directory %s: taking over the stale lock of %s (that run is gone)",
                                 self.run_dir, _describe(previous))
                 os.ftruncate(fd, 0)
-                os.pwrite(fd, json.dumps(me).encode(), 0)
+                os.lseek(fd, 0, os.SEEK_SET)
+                os.write(fd, json.dumps(me).encode())
             except BaseException:
                 if self._fd != fd:
                     os.close(fd)
