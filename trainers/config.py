@@ -8,12 +8,16 @@ from pathlib import Path
 from typing import Any
 
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.population import LAYOUTS
-from eq_envs.presets import POPULATIONS, PRESETS
+from eq_envs.population import DEFAULT_LAYOUT, LAYOUTS, Population
+from eq_envs.presets import POPULATIONS, PRESETS, build_population
+from eq_envs.splits import PROTOCOLS, VAL_FRACTION
 from trainers.estimators import BASELINES, CREDITS, ESTIMATORS
 from trainers.objectives import check_beta, check_q
 
 OBJECTIVES = ("equitable", "mse")
+#: Settings added to :class:`TrainConfig` after runs were written, with the value those older runs had
+#: (a ``config.json`` or checkpoint without the key was trained with it).
+ADDED_SETTINGS: dict[str, Any] = {"layout": "chunked", "protocol": "time", "val_fraction": 0.0, "split_seed": 0}
 ESTIMATOR_CHOICES = ("auto", *ESTIMATORS)
 
 
@@ -53,10 +57,15 @@ class TrainConfig:
     centers; 1e-3 for the others, ten times the paper's 1e-4 because our runs
     are tens of epochs, not hundreds).  ``step_size``/``lr_gamma`` are the
     paper's StepLR, stepped once per epoch.  ``layout`` is the population's
-    time layout (:mod:`eq_envs.population`): ``"chunked"`` (default, the paper's:
-    each agent its own stretch of time) or ``"shared"`` (every agent at the same
-    hour: one public input per clock position, the layout of
-    ``eq_envs/PublicModel-v0``, so the trainer and an SB3 policy see the same problem).
+    time layout (:mod:`eq_envs.population`): ``"shared"`` (default, the
+    paper's: every agent at the same hour, one public input per clock position,
+    also the layout of ``eq_envs/PublicModel-v0``) or ``"chunked"`` (a variant:
+    each agent its own stretch of time).  ``protocol``, ``val_fraction`` and
+    ``split_seed`` say how the data are split (:mod:`eq_envs.splits`):
+    ``"time"`` order (default) or the paper's ``"random"`` per-agent partition
+    seeded by ``split_seed``; the last ``val_fraction`` of the training data is
+    the validation split (:meth:`build_population` with ``split="val"``) and is
+    not trained on.
     ``init_from`` warm-starts the public model from a saved ``model.pt`` (e.g. a
     Plain PM) with the same architecture; the optimizer starts fresh.
     """
@@ -82,7 +91,10 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 1
     init_from: str | None = None
-    layout: str = "chunked"
+    layout: str = DEFAULT_LAYOUT
+    protocol: str = "time"
+    val_fraction: float = VAL_FRACTION
+    split_seed: int = 0
 
     def __post_init__(self) -> None:
         self.validate()
@@ -93,6 +105,15 @@ class TrainConfig:
         if self.lr is not None:
             return self.lr
         return 0.05 if self.population.startswith("dc-") else 1e-3
+
+    def build_population(self, split: str = "train") -> Population:
+        """This run's population on ``split`` (``"train"``, ``"val"`` or ``"test"``) with its layout and split settings."""
+        try:
+            return build_population(self.population, split=split, preset=self.preset, region=self.region,
+                                    layout=self.layout, protocol=self.protocol, val_fraction=self.val_fraction,
+                                    split_seed=self.split_seed)
+        except ValueError as exc:  # e.g. split="val" with val_fraction=0: one line, as every config error
+            raise ConfigError(str(exc)) from None
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -112,6 +133,12 @@ class TrainConfig:
         choice("objective", self.objective, OBJECTIVES)
         choice("estimator", self.estimator, ESTIMATOR_CHOICES)
         choice("layout", self.layout, LAYOUTS)
+        choice("protocol", self.protocol, PROTOCOLS)
+        if not (isinstance(self.val_fraction, (int, float)) and not isinstance(self.val_fraction, bool)
+                and 0 <= self.val_fraction < 0.5):
+            raise ConfigError(f"val_fraction={self.val_fraction!r} is not accepted; accepted: a number in [0, 0.5)")
+        if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool) or self.split_seed < 0:
+            raise ConfigError(f"split_seed={self.split_seed!r} is not accepted; accepted: an integer >= 0")
         if self.baseline is not None:
             choice("baseline", self.baseline, BASELINES)
         if self.credit is not None:
@@ -164,7 +191,9 @@ class TrainConfig:
             raise ConfigError(f"{source}: {exc}") from None
 
     @classmethod
-    def from_json(cls, path: str | Path) -> TrainConfig:
+    def from_json(cls, path: str | Path, *, written_by_run: bool = False) -> TrainConfig:
+        """Read a JSON file of settings; ``written_by_run``: a run's own ``config.json``, where a setting
+        missing because the run predates it takes the value the run had (:data:`ADDED_SETTINGS`)."""
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; accepted: a JSON file of TrainConfig settings")
@@ -175,4 +204,6 @@ class TrainConfig:
                 from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p}: top level must be an object of settings")
+        if written_by_run:
+            data = {**ADDED_SETTINGS, **data}
         return cls.from_dict(data, source=f"config file {p}")

@@ -23,6 +23,13 @@ Studies (``eqpm reproduce NAME``):
   grid data instead of CAISO;
 * ``phone`` -- beyond the paper: the phones alone, on their true decision regret.
 
+Every run uses the paper's layout (``layout="shared"``: one public input per
+hour for every agent, :mod:`eq_envs.population`) unless a study is built with
+``layout="chunked"`` (a variant; its settings are then labelled "(chunked
+layout)"), and the time-ordered split with a validation stretch at the end of
+the training data unless built with ``protocol="random"`` (the paper's App.
+A.3.1 partition; :attr:`RunSpec.protocol`).
+
 Hyper-parameters follow App. A.3.1 (Adam, StepLR step 50 x 0.5, sequence
 length 12, batch 128, LSTM hidden 50, lr 0.05 for the data centers) except
 where :data:`DEVIATIONS` says why not.
@@ -35,6 +42,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from eq_envs.population import DEFAULT_LAYOUT
 from trainers.config import TrainConfig
 
 #: Documented departures from App. A.3.1 (printed into docs/results.md).
@@ -56,6 +64,8 @@ DEVIATIONS: dict[str, str] = {
                     "slots). The 'estimators' study compares against the paper's REINFORCE (Eq. 3-4).",
 }
 
+#: Layout of the reproduction studies: the paper's (one shared public input per hour).
+STUDY_LAYOUT = DEFAULT_LAYOUT
 STUDY_NAMES = ("table1", "table2", "table3", "table4", "estimators", "region", "phone")
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -97,6 +107,7 @@ class RunSpec:
     q_plus_1: float | None = None
     beta: float = 0.0
     estimator: str = "mse"
+    protocol: str = "time"  # how the data were split: "time" or the paper's "random" (eq_envs.splits)
 
     @property
     def run_id(self) -> str:
@@ -122,9 +133,10 @@ class RunSpec:
         return cls(**d)
 
 
-def _config(population: str, seed: int, quick: bool, region: str = "CISO", **kw: Any) -> dict[str, Any]:
+def _config(population: str, seed: int, quick: bool, region: str = "CISO", *, layout: str = STUDY_LAYOUT,
+            protocol: str = "time", **kw: Any) -> dict[str, Any]:
     d: dict[str, Any] = {"population": population, "region": region, "seed": seed, "epochs": FULL_EPOCHS,
-                         "checkpoint_every": 10}
+                         "checkpoint_every": 10, "layout": layout, "protocol": protocol}
     if not population.startswith("dc-"):
         d.update(SLOT_TRAINING)
     d.update(EPOCHS.get(population, {}))
@@ -138,8 +150,14 @@ def _config(population: str, seed: int, quick: bool, region: str = "CISO", **kw:
     return {k: v for k, v in full.items() if not (k in LATER_SETTINGS and v is None)}
 
 
+def _label(setting: str, layout: str) -> str:
+    """A setting's name in the tables: the paper's, marked where the layout is not the paper's."""
+    return setting if layout == STUDY_LAYOUT else f"{setting} ({layout} layout)"
+
+
 def _plain(study: str, setting: str, population: str, seed: int, quick: bool, **kw: Any) -> RunSpec:
-    return RunSpec(study, setting, "Plain PM", _config(population, seed, quick, objective="mse", **kw), seed)
+    cfg = _config(population, seed, quick, objective="mse", **kw)
+    return RunSpec(study, _label(setting, cfg["layout"]), "Plain PM", cfg, seed, protocol=cfg["protocol"])
 
 
 def _equitable(study: str, setting: str, population: str, seed: int, quick: bool, q_plus_1: float,
@@ -149,54 +167,55 @@ def _equitable(study: str, setting: str, population: str, seed: int, quick: bool
     estimator = cfg["estimator"] if cfg["estimator"] != "auto" else "pathwise"
     if cfg["estimator"] == "reinforce_paper" and cfg["form"] == "norm":
         estimator += "-norm"
-    return RunSpec(study, setting, "Equitable PM", cfg, seed, q_plus_1, beta, estimator)
+    return RunSpec(study, _label(setting, cfg["layout"]), "Equitable PM", cfg, seed, q_plus_1, beta, estimator,
+                   protocol=cfg["protocol"])
 
 
-def _table1(seeds, quick, region="CISO", study="table1"):
+def _table1(seeds, quick, region="CISO", study="table1", **kw):
     for label, pop, exps in TABLE1_SETTINGS if study == "table1" else TABLE1_SETTINGS[2:]:
         for s in seeds:
-            yield _plain(study, label, pop, s, quick, region=region)
+            yield _plain(study, label, pop, s, quick, region=region, **kw)
             for e in exps:
-                yield _equitable(study, label, pop, s, quick, e, region=region)
+                yield _equitable(study, label, pop, s, quick, e, region=region, **kw)
 
 
-def _table2(seeds, quick):
+def _table2(seeds, quick, **kw):
     for label, pop in TABLE2_SETTINGS:
         for s in seeds:
-            yield _plain("table2", label, pop, s, quick)
+            yield _plain("table2", label, pop, s, quick, **kw)
             for e in TABLE2_EXPONENTS:
-                yield _equitable("table2", label, pop, s, quick, e)
+                yield _equitable("table2", label, pop, s, quick, e, **kw)
 
 
-def _table3(seeds, quick):
+def _table3(seeds, quick, **kw):
     for s in seeds:
-        yield _plain("table3", "Mixed agents", "mixed", s, quick)
+        yield _plain("table3", "Mixed agents", "mixed", s, quick, **kw)
         for e in TABLE3_EXPONENTS:
-            yield _equitable("table3", "Mixed agents", "mixed", s, quick, e)
+            yield _equitable("table3", "Mixed agents", "mixed", s, quick, e, **kw)
 
 
-def _table4(seeds, quick):
+def _table4(seeds, quick, **kw):
     for s in seeds:
-        yield _plain("table4", "Different agents", "ev-different", s, quick)
+        yield _plain("table4", "Different agents", "ev-different", s, quick, **kw)
         for b in TABLE4_BETAS:
-            yield _equitable("table4", "Different agents", "ev-different", s, quick, 40.0, beta=b)
+            yield _equitable("table4", "Different agents", "ev-different", s, quick, 40.0, beta=b, **kw)
 
 
-def _estimators(seeds, quick):
+def _estimators(seeds, quick, **kw):
     for s in seeds:
         for est in (PAPER_REINFORCE, PAPER_REINFORCE_NORM, WEIGHTED):
-            yield _equitable("estimators", "Similar agents", "ev-similar", s, quick, 20.0, estimator_kw=est)
+            yield _equitable("estimators", "Similar agents", "ev-similar", s, quick, 20.0, estimator_kw=est, **kw)
 
 
-def _region(seeds, quick):
-    yield from _table1(seeds, quick, region="ERCO", study="region")
+def _region(seeds, quick, **kw):
+    yield from _table1(seeds, quick, region="ERCO", study="region", **kw)
 
 
-def _phone(seeds, quick):
+def _phone(seeds, quick, **kw):
     for s in seeds:
-        yield _plain("phone", "Phones", "phone", s, quick)
+        yield _plain("phone", "Phones", "phone", s, quick, **kw)
         for e in PHONE_EXPONENTS:
-            yield _equitable("phone", "Phones", "phone", s, quick, e)
+            yield _equitable("phone", "Phones", "phone", s, quick, e, **kw)
 
 
 _BUILDERS: dict[str, Callable[..., Any]] = {
@@ -205,13 +224,14 @@ _BUILDERS: dict[str, Callable[..., Any]] = {
 }
 
 
-def study_specs(name: str, seeds: tuple[int, ...] | list[int] = DEFAULT_SEEDS, quick: bool = False) -> list[RunSpec]:
-    """The runs of study ``name`` (one of :data:`STUDY_NAMES`)."""
+def study_specs(name: str, seeds: tuple[int, ...] | list[int] = DEFAULT_SEEDS, quick: bool = False,
+                layout: str = STUDY_LAYOUT, protocol: str = "time") -> list[RunSpec]:
+    """The runs of study ``name`` (one of :data:`STUDY_NAMES`) in ``layout`` under the split ``protocol``."""
     if name not in _BUILDERS:
         raise ValueError(f"unknown study {name!r}; accepted: {', '.join(STUDY_NAMES)}")
     if not seeds:
         raise ValueError("at least one seed is needed")
-    return list(_BUILDERS[name](tuple(seeds), quick))
+    return list(_BUILDERS[name](tuple(seeds), quick, layout=layout, protocol=protocol))
 
 
 #: The paper's published numbers, keyed by (study, setting, q+1 or None for the Plain PM, beta):

@@ -30,8 +30,7 @@ import torch
 from torch import Tensor
 
 from eq_envs.population import Population
-from eq_envs.presets import build_population
-from trainers.config import ConfigError, TrainConfig
+from trainers.config import ADDED_SETTINGS, ConfigError, TrainConfig
 from trainers.estimators import estimate
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
 from trainers.objectives import equitable_loss, mse_loss
@@ -39,7 +38,7 @@ from trainers.objectives import equitable_loss, mse_loss
 log = logging.getLogger("trainers")
 CHECKPOINT_VERSION = 1
 #: Settings added to :class:`TrainConfig` later, with the value older checkpoints were trained with.
-_ADDED_DEFAULTS = {"layout": "chunked"}
+_ADDED_DEFAULTS = ADDED_SETTINGS
 # eq_norm: the norm-form Equitable Objective (sum_m Cbar_m^(q+1))^(1/(q+1)) of the epoch's per-agent mean
 # regrets -- comparable across estimators whatever loss form they optimise (eq_loss is in the estimator's form).
 CSV_FIELDS = ("epoch", "loss", "eq_loss", "eq_norm", "mse", "mean_regret", "max_agent_regret", "lr", "seconds",
@@ -123,7 +122,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         tensorboard: write TensorBoard logs in ``run_dir/tb``.
     """
     _set_threads()
-    pop = build_population(cfg.population, split="train", preset=cfg.preset, region=cfg.region, layout=cfg.layout)
+    pop = cfg.build_population("train")
     model_cfg = cfg.model_config
     if int(model_cfg.get("horizon", 1)) != pop.horizon:
         raise ConfigError(f"model horizon {model_cfg.get('horizon')} does not match population {pop.name} "
