@@ -183,17 +183,18 @@ def evaluation_population(args: argparse.Namespace) -> Population:
             cfg = TrainConfig.from_json(cfg_path, written_by_run=True)
             runs.append((cfg_path, {k: getattr(cfg, k) for k in POPULATION_SETTINGS}))
     chosen: dict[str, Any] = {}
+    differ: list[str] = []
     for key in POPULATION_SETTINGS:
         if getattr(args, key, None) is not None:
             chosen[key] = getattr(args, key)
-            continue
-        values = {json.dumps(r[key]) for _, r in runs}
-        if len(values) > 1:
-            flag = "--split-protocol" if key == "protocol" else "--" + key.replace("_", "-")
-            raise CLIError(f"the models' runs differ in {key} ({', '.join(f'{p}: {r[key]}' for p, r in runs)}); "
-                           f"pass {flag} to choose one")
-        if runs:
+        elif len({json.dumps(r[key]) for _, r in runs}) > 1:
+            differ.append(key)
+        elif runs:
             chosen[key] = runs[0][1][key]
+    if differ:
+        flags = ", ".join("--split-protocol" if k == "protocol" else "--" + k.replace("_", "-") for k in differ)
+        values = "; ".join(f"{k}: " + ", ".join(f"{r[k]} ({p})" for p, r in runs) for k in differ)
+        raise CLIError(f"the models' runs differ in {', '.join(differ)} ({values}); pass {flags} to choose")
     chosen.setdefault("population", "dc-different-different-lambda")
     return TrainConfig.from_dict(chosen, source="command line").build_population(args.split)
 
