@@ -11,7 +11,13 @@ column ``spread`` measures that: the standard deviation over agents of
 ``log(C_m(q) / C_m(q+1 = 1))``; it is 0 when every agent's regret changes by the
 same factor (nothing traded) and grows with the redistribution.
 
-    EQPM_THREADS=1 python benchmarks/bench_tradeoffs.py [--seeds 0 1] [--out runs/tradeoffs]
+    EQPM_THREADS=1 python benchmarks/bench_tradeoffs.py [--seeds 0 1] [--warm-start] [--out runs/tradeoffs]
+
+``--warm-start``: the utilitarian and Equitable PMs start from the Plain PM of
+the same seed (``TrainConfig.init_from``) and fine-tune it at a lower
+learning rate (:data:`FINE_TUNE_LR`) for the same number of steps, so that
+every q starts from one good forecaster and the comparison shows where each q
+moves the agents, not how fast REINFORCE learns from scratch.
 
 Runs are resumable: a finished run (``result.json`` in its directory) is not
 trained again.  Writes ``tradeoffs_runs.csv`` (one row per run and split) and
@@ -44,31 +50,38 @@ METHODS = (("Plain PM", None), ("Utilitarian PM", 1.0), ("Equitable PM", 5.0), (
 BUDGET_DC = {"epochs": 12, "max_batches": 25, "batch_size": 128}  # lr 0.05 (the paper's), pathwise
 BUDGET_SLOTS = {"epochs": 15, "max_batches": 30, "batch_size": 64, "lr": 3e-3}
 WEIGHTED = {"estimator": "reinforce_weighted", "baseline": "loo", "num_samples": 4}
+#: Learning rates of the warm-started fine-tuning (data centers, slot agents): a tenth / a third of the above.
+FINE_TUNE_LR = {"dc": 5e-3, "slots": 1e-3}
 
 
-def run_config(population: str, qp1: float | None, seed: int) -> TrainConfig:
+def run_config(population: str, qp1: float | None, seed: int, init_from: Path | None = None) -> TrainConfig:
+    dc = population.startswith("dc-")
     d = {"population": population, "seed": seed, "layout": "shared", "protocol": "time", "checkpoint_every": 5}
-    d.update(BUDGET_DC if population.startswith("dc-") else BUDGET_SLOTS)
+    d.update(BUDGET_DC if dc else BUDGET_SLOTS)
     if qp1 is None:
         d["objective"] = "mse"
     else:
         d.update(objective="equitable", q_plus_1=qp1)
-        if not population.startswith("dc-"):
+        if not dc:
             d.update(WEIGHTED)
+        if init_from is not None:
+            d.update(init_from=str(init_from), lr=FINE_TUNE_LR["dc" if dc else "slots"])
     return TrainConfig.from_dict(d)
 
 
-def run_one(out: Path, population: str, method: str, qp1: float | None, seed: int) -> dict:
-    tag = "plain" if qp1 is None else f"q{qp1:g}"
+def run_one(out: Path, population: str, method: str, qp1: float | None, seed: int, warm: bool = False) -> dict:
+    tag = "plain" if qp1 is None else f"{'ws-' if warm else ''}q{qp1:g}"
     run_dir = out / population / f"{tag}-seed{seed}"
     done = run_dir / "result.json"
-    cfg = run_config(population, qp1, seed)
+    plain = out / population / f"plain-seed{seed}" / "model.pt"
+    cfg = run_config(population, qp1, seed, plain if warm and qp1 is not None else None)
     if done.is_file() and json.loads(done.read_text())["config"] == cfg.to_dict():
         return json.loads(done.read_text())
     t0 = time.perf_counter()
     train(cfg, run_dir, tensorboard=False)
     model = load_public_model(run_dir / "model.pt")
     rec = {"population": population, "method": method, "q_plus_1": qp1, "seed": seed, "config": cfg.to_dict(),
+           "start": "warm" if cfg.init_from else "scratch",
            "train_seconds": time.perf_counter() - t0, "splits": {}}
     for split in ("train", "test"):
         pop = cfg.build_population(split)
@@ -92,7 +105,8 @@ def tables(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
         for split, s in r["splits"].items():
             ref = util.get((r["population"], r["seed"]))
             sp = spread(np.array(s["regret"]), np.array(ref["splits"][split]["regret"])) if ref else float("nan")
-            rows.append({"population": r["population"], "method": r["method"], "q_plus_1": r["q_plus_1"],
+            rows.append({"population": r["population"], "start": r.get("start", "scratch"), "method": r["method"],
+                         "q_plus_1": r["q_plus_1"],
                          "seed": r["seed"], "split": split, "variance": s["variance"], "worst": s["worst"],
                          "mean": s["mean"], "mse": s["mse"], "jain": s["jain"], "spread_vs_utilitarian": sp,
                          "train_seconds": r["train_seconds"]})
@@ -128,21 +142,24 @@ def main() -> None:
     ap.add_argument("--populations", nargs="+", default=list(POPULATIONS))
     ap.add_argument("--out", type=Path, default=Path("runs/tradeoffs"), help="run directories")
     ap.add_argument("--results", type=Path, default=Path("docs/results"), help="where the CSVs go")
+    ap.add_argument("--warm-start", action="store_true", dest="warm",
+                    help="fine-tune the utilitarian / Equitable PMs from the Plain PM (module docstring)")
     args = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("EQPM_THREADS", "1")))
     records = []
     for population in args.populations:
         for seed in args.seeds:
             for method, qp1 in METHODS:
-                rec = run_one(args.out, population, method, qp1, seed)
+                rec = run_one(args.out, population, method, qp1, seed, args.warm)
                 records.append(rec)
                 te = rec["splits"]["test"]
                 print(f"{population} seed {seed} {method} q+1={qp1}: {rec['train_seconds']:.0f} s, test variance "
                       f"{te['variance']:.4g}, worst {te['worst']:.4g}, mean {te['mean']:.4g}", flush=True)
     runs, agents = tables(records)
     args.results.mkdir(parents=True, exist_ok=True)
-    runs.to_csv(args.results / "tradeoffs_runs.csv", index=False)
-    agents.to_csv(args.results / "tradeoffs_agents.csv", index=False)
+    suffix = "_warm" if args.warm else ""
+    runs.to_csv(args.results / f"tradeoffs{suffix}_runs.csv", index=False)
+    agents.to_csv(args.results / f"tradeoffs{suffix}_agents.csv", index=False)
     print(markdown(runs))
 
 

@@ -124,6 +124,8 @@ class Population:
             if rows.size and (rows.min() < self.lookback or rows.max() > len(self.signal) - self.horizon):
                 raise ValueError(f"population {self.name}: positions must lie in [{self.lookback}, "
                                  f"{len(self.signal) - self.horizon}] (full input window and horizon)")
+            if (np.diff(rows) <= 0).any():
+                raise ValueError(f"population {self.name}: positions must be strictly increasing signal rows")
         if self.layout == "chunked":
             stretch = len(rows) // self.num_agents
             if stretch < 1:
