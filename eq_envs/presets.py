@@ -22,7 +22,7 @@ shared public input (``docs/tradeoffs.md``), from the NREL EVI-Pro home
 charging events on real NHTS 2017 travel days (``eq_envs/data/ev_windows``):
 
 * ``ev-home-windows`` -- one EV agent per vehicle kind (BEV, PHEV) and plug-in
-  window in whole slots (1..12 of the 12-slot horizon): agents differ in how
+  window in whole slots (2..12 of the 12-slot horizon): agents differ in how
   many of the coming hours they can use;
 * ``ev-home-slots`` -- EVs plugged in for the whole 12-slot window, one agent per
   kind and number of slots needed (1..11): agents differ in how many of the
@@ -74,7 +74,7 @@ POPULATIONS: dict[str, str] = {
     "ev-different": "70 EVs, paper's 'different' needs, ACN-Data rates",
     "phone": "18 phones, k = round(demand / 2) slots",
     "mixed": "data centers + EVs + phones on one carbon forecaster (weights 10 / 1 / 0.2)",
-    "ev-home-windows": "EVs by plug-in window (1..12 slots), NREL EVI-Pro home events on NHTS 2017 days",
+    "ev-home-windows": "EVs by plug-in window (2..12 slots), NREL EVI-Pro home events on NHTS 2017 days",
     "ev-home-slots": "EVs with the whole 12-slot window by slots needed (1..11), NREL EVI-Pro home events",
     "phone-home-windows": "18 phones (k = 2..6) with home plug-in windows of 18 bands of the home events",
 }
@@ -171,14 +171,14 @@ def _positions(n_rows: int, train_fraction: float, horizon: int, split: str, pro
 def _dc_group(kind: str, lam_kind: str, horizon: int, reduce: str, split: str, protocol: str, val_fraction: float,
               seed: int) -> DataCenterAgent:
     w = split_contexts([[a] for a in dc_workloads(kind, "train")], [[a] for a in dc_workloads(kind, "test")],
-                  split, protocol, val_fraction, seed)
+                       split, protocol, val_fraction, seed)
     return DataCenterAgent([c[0] for c in w], lam=dc_lambdas(lam_kind, len(w)), horizon=horizon, reduce=reduce)
 
 
 def _ev_group(kind: str, split: str, protocol: str, val_fraction: float, seed: int) -> EVChargingAgent:
     parts = {p: ev_needs_rates(kind, p) for p in ("train", "test")}
     c = split_contexts([list(x) for x in zip(*parts["train"])], [list(x) for x in zip(*parts["test"])],
-                  split, protocol, val_fraction, seed)
+                       split, protocol, val_fraction, seed)
     return EVChargingAgent([x[0] for x in c], [x[1] for x in c], horizon=12)
 
 
@@ -252,8 +252,8 @@ def _build(name: str, split: str, preset: str, region: str, gamma: float, eta: f
 
     def population(sig: np.ndarray, fraction: float, groups: list, horizon: int, signal_name: str,
                    weights: list[float] | None = None, notes: list[str] | None = None) -> Population:
-        rows, rng = _positions(len(sig), fraction, horizon, split, protocol, val_fraction, seed)
-        return Population(name, sig, split, rng, groups, horizon=horizon, weights=list(weights or []),
+        rows, bounds = _positions(len(sig), fraction, horizon, split, protocol, val_fraction, seed)
+        return Population(name, sig, split, bounds, groups, horizon=horizon, weights=list(weights or []),
                           positions=rows, protocol=protocol, signal_name=signal_name, units=units,
                           notes=list(notes or []))
 
