@@ -9,7 +9,8 @@ q *redistributes* regret between agents -- the worst agent's regret falls while
 others' rise -- rather than scaling every agent's regret together.  The
 column ``spread`` measures that: the standard deviation over agents of
 ``log(C_m(q) / C_m(q+1 = 1))``; it is 0 when every agent's regret changes by the
-same factor (nothing traded) and grows with the redistribution.
+same factor (nothing traded) and grows with the redistribution.  Its noise
+floor, printed last, is the same spread between two seeds of the utilitarian PM.
 
     EQPM_THREADS=1 python benchmarks/bench_tradeoffs.py [--seeds 0 1] [--warm-start] [--out runs/tradeoffs]
 
@@ -116,6 +117,19 @@ def tables(records: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return pd.DataFrame(rows), pd.DataFrame(agents)
 
 
+def seed_noise(records: list[dict]) -> pd.DataFrame:
+    """The same spread between two seeds of the utilitarian PM: how much agents move by training noise alone."""
+    rows = []
+    for population in dict.fromkeys(r["population"] for r in records):
+        util = [r for r in records if r["population"] == population and r["q_plus_1"] == 1.0]
+        for split in ("test", "train"):
+            pairs = [spread(np.array(a["splits"][split]["regret"]), np.array(b["splits"][split]["regret"]))
+                     for i, a in enumerate(util) for b in util[i + 1:]]
+            if pairs:
+                rows.append({"population": population, "split": split, "seed_to_seed_spread": float(np.mean(pairs))})
+    return pd.DataFrame(rows)
+
+
 def markdown(runs: pd.DataFrame) -> str:
     g = runs.groupby(["population", "split", "method", "q_plus_1"], dropna=False, sort=False)
     m = g[["variance", "worst", "mean", "mse", "spread_vs_utilitarian"]].agg(["mean", "std"]).reset_index()
@@ -161,6 +175,10 @@ def main() -> None:
     runs.to_csv(args.results / f"tradeoffs{suffix}_runs.csv", index=False)
     agents.to_csv(args.results / f"tradeoffs{suffix}_agents.csv", index=False)
     print(markdown(runs))
+    noise = seed_noise(records)
+    if len(noise):
+        print("\nSeed-to-seed spread of the utilitarian PM (the noise floor of the spread column):")
+        print(noise.to_string(index=False))
 
 
 if __name__ == "__main__":

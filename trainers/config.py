@@ -11,14 +11,20 @@ from eq_envs.datasets.grid import REGIONS
 from eq_envs.population import DEFAULT_LAYOUT, LAYOUTS, Population
 from eq_envs.presets import POPULATIONS, PRESETS, build_population
 from eq_envs.splits import PROTOCOLS, VAL_FRACTION
-from trainers.estimators import BASELINES, CREDITS, ESTIMATORS
+from trainers.estimators import BASELINES, CREDITS
 from trainers.objectives import check_beta, check_q
+from trainers.updates import RULES, make_update_rule
 
 OBJECTIVES = ("equitable", "mse")
 #: Settings added to :class:`TrainConfig` after runs were written, with the value those older runs had
 #: (a ``config.json`` or checkpoint without the key was trained with it).
-ADDED_SETTINGS: dict[str, Any] = {"layout": "chunked", "protocol": "time", "val_fraction": 0.0, "split_seed": 0}
-ESTIMATOR_CHOICES = ("auto", *ESTIMATORS)
+ADDED_SETTINGS: dict[str, Any] = {"layout": "chunked", "protocol": "time", "val_fraction": 0.0, "split_seed": 0,
+                                  "update": {}, "scale": "learned", "scale_final": None}
+#: ``estimator`` choices: ``auto`` and every registered update rule but the Plain PM's (``objective="mse"``).
+ESTIMATOR_CHOICES = ("auto", *(n for n in RULES if n != "mse"))
+#: How the policy's scale σ is controlled: learned by the optimizer, fixed at the head's ``init_std``, or
+#: annealed log-linearly from ``init_std`` to ``scale_final`` over the run's batches.
+SCALES = ("learned", "fixed", "anneal")
 
 
 class ConfigError(ValueError):
@@ -68,6 +74,12 @@ class TrainConfig:
     not trained on.
     ``init_from`` warm-starts the public model from a saved ``model.pt`` (e.g. a
     Plain PM) with the same architecture; the optimizer starts fresh.
+    ``update`` holds the update rule's own settings (e.g. ``{"epochs": 10,
+    "clip_range": 0.2}`` for ``estimator="eq_ppo"``; see
+    :mod:`trainers.updates`).  ``scale`` controls the policy's scale σ
+    (:data:`SCALES`): ``"learned"`` (default), ``"fixed"`` at the head's
+    ``init_std``, or ``"anneal"``: log-linear from ``init_std`` to
+    ``scale_final`` over the run's batches (not learned).
     """
 
     population: str = "dc-different-different-lambda"
@@ -95,6 +107,9 @@ class TrainConfig:
     protocol: str = "time"
     val_fraction: float = VAL_FRACTION
     split_seed: int = 0
+    update: dict[str, Any] = field(default_factory=dict)
+    scale: str = "learned"
+    scale_final: float | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -165,6 +180,36 @@ class TrainConfig:
                               "written by 'eqpm train', or null")
         if not isinstance(self.model, dict):
             raise ConfigError(f"model={self.model!r} is not accepted; accepted: a dict of public-model settings")
+        choice("scale", self.scale, SCALES)
+        if self.scale == "anneal":
+            f = self.scale_final
+            if isinstance(f, bool) or not isinstance(f, (int, float)) or not (math.isfinite(f) and f > 0):
+                raise ConfigError(f"scale_final={f!r} is not accepted; accepted: a number > 0 (the policy's final "
+                                  "standard deviation) with scale='anneal'")
+        elif self.scale_final is not None:
+            raise ConfigError(f"scale_final={self.scale_final!r} applies to scale='anneal' only (scale={self.scale!r})")
+        self._check_update_rule()
+
+    def _check_update_rule(self) -> None:
+        """Build the update rule once so that a bad combination fails here, before anything is written."""
+        if not isinstance(self.update, dict):
+            raise ConfigError(f"update={self.update!r} is not accepted; accepted: a dict of the update rule's settings")
+        if self.objective == "mse" or self.estimator == "auto":
+            if self.update:
+                what = "objective='mse'" if self.objective == "mse" else "estimator='auto'"
+                raise ConfigError(f"update settings {sorted(self.update)} do not apply with {what}; "
+                                  "accepted: an explicit estimator whose rule has these settings (e.g. eq_ppo)")
+            return
+        try:
+            make_update_rule(self.estimator, **self.rule_kwargs)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+
+    @property
+    def rule_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of :func:`trainers.updates.make_update_rule` for this run."""
+        return dict(q=self.q, form=self.form, beta=self.beta, num_samples=self.num_samples, baseline=self.baseline,
+                    credit=self.credit, **self.update)
 
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
