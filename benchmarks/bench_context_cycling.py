@@ -45,7 +45,7 @@ def per_agent_regret(pop: Population, pred: torch.Tensor, released: bool) -> np.
     total, count = [], []
     for g in pop.groups:
         reg = g.evaluate(pred.unsqueeze(0), truth, ctx_index).regret  # [M_g, N]; context read at ctx_index
-        lengths = (g.workloads if hasattr(g, "workloads") else g.slots).lengths
+        lengths = torch.tensor(g.context_lengths())
         scored = (ctx_index.unsqueeze(0) < lengths.unsqueeze(1)) if released else torch.ones_like(reg, dtype=bool)
         total.append((reg * scored).sum(1))
         count.append(scored.sum(1))

@@ -109,6 +109,7 @@ class Population:
         if len(self.weights) != len(self.groups):
             raise ValueError(f"population {self.name}: {len(self.weights)} weights for {len(self.groups)} groups")
         for g in self.groups:
+            g.check_attributes()
             if g.horizon != self.horizon:
                 raise ValueError(f"population {self.name}: group {g.kind} has horizon {g.horizon}, "
                                  f"population horizon is {self.horizon}")
@@ -255,3 +256,18 @@ def pairwise_wasserstein_range(samples: Sequence[np.ndarray]) -> tuple[float, fl
         raise ValueError("pairwise_wasserstein_range needs at least two agents")
     d = [wasserstein_distance(a, b) for a, b in combinations(samples, 2)]
     return float(min(d)), float(max(d))
+
+
+def wasserstein_ranges(pop: Population) -> dict[str, tuple[float, float]]:
+    """Pairwise Wasserstein range per group, over each group's :meth:`~agents.base.AgentGroup.context_samples`.
+
+    Keys are ``"<kind> <context_name>"`` (e.g. ``"ev need (kWh)"``); groups without
+    samples or with a single agent are left out.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for g in pop.groups:
+        samples = g.context_samples()
+        if samples is not None and len(samples) >= 2:
+            out[f"{g.kind} {g.context_name}"] = pairwise_wasserstein_range(
+                [np.asarray(torch.as_tensor(s).double().reshape(-1)) for s in samples])
+    return out

@@ -62,7 +62,7 @@ from agents.phone_charging import PhoneChargingAgent
 from eq_envs.datasets import ev as ev_data
 from eq_envs.datasets import official, signals, workloads
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.population import DEFAULT_LAYOUT, LAYOUTS, LOOKBACK, Population, pairwise_wasserstein_range
+from eq_envs.population import DEFAULT_LAYOUT, LAYOUTS, LOOKBACK, Population, wasserstein_ranges
 from eq_envs.splits import VAL_FRACTION, check_split_settings, signal_positions, split_contexts
 
 POPULATIONS: dict[str, str] = {
@@ -288,18 +288,4 @@ def _build(name: str, split: str, preset: str, region: str, gamma: float, eta: f
 def wasserstein_report(name: str, split: str = "train") -> dict[str, tuple[float, float]]:
     """Pairwise 1-Wasserstein range of each group's agent contexts in the paper's ``split`` part (Sec. 5)."""
     check_choice(name, POPULATIONS, "population")
-    out: dict[str, tuple[float, float]] = {}
-    if name.startswith("dc-") or name == "mixed":
-        out["datacenter workload"] = pairwise_wasserstein_range(
-            dc_workloads(name.split("-")[1] if name.startswith("dc-") else "similar", split))
-    if name in ("ev-similar", "ev-different", "mixed"):
-        needs, _ = ev_needs_rates(name.split("-")[1] if name.startswith("ev-") else "similar", split)
-        out["ev need (kWh)"] = pairwise_wasserstein_range(needs)
-    if name in ("ev-home-windows", "ev-home-slots"):
-        group, _ = _home_ev_group("window" if name == "ev-home-windows" else "slots",
-                                  "train" if split == "train" else "test", "time", 0.0, 0)
-        out["ev need (kWh)"] = pairwise_wasserstein_range(group.needs)
-    if name in ("phone", "phone-home-windows", "mixed"):
-        out["phone slots"] = pairwise_wasserstein_range([np.array([k]) for k in
-                                                         np.round(ev_data.phone_demands() / 2.0)])
-    return out
+    return wasserstein_ranges(_build(name, split, "paper", "CISO", 1.0, 1.0, "time", 0.0, 0))

@@ -4,6 +4,10 @@
     eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
     eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
     eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
+    eqpm train --population-file my_population.toml --run-dir runs/mine   # your own agents and data
+
+Every command takes --population-file FILE (TOML or JSON; docs/populations.md)
+instead of --population: your own signal, data files and agent classes.
 
 Invalid settings print one line ``eqpm: error: ...`` and exit with status 2,
 writing nothing.
@@ -23,17 +27,18 @@ import pandas as pd
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
 from eq_envs.population import LAYOUTS, Population
+from eq_envs.population_file import load_population_file, population_label
 from eq_envs.presets import POPULATIONS, PRESETS
 from eq_envs.splits import PROTOCOLS as SPLIT_PROTOCOLS
 from eq_envs.splits import SPLITS, VAL_FRACTION
-from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, ConfigError, TrainConfig
+from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
 from trainers.estimators import BASELINES, CREDITS
 from trainers.evaluation import PROTOCOLS, evaluate
 from trainers.grid import BACKENDS, run_grid
 from trainers.networks import load_public_model
 from trainers.objectives import FORMS
 from trainers.reports import STUDY_TITLES, write_study_report
-from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_LAYOUT, STUDY_NAMES, study_specs
+from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_LAYOUT, STUDY_NAMES, population_study_specs, study_specs
 from trainers.training import train
 
 TABLE_COLUMNS = ["variance", "mean", "c95_c5", "worst", "mse", "entropy_ratio", "jain"]
@@ -45,10 +50,17 @@ class CLIError(Exception):
     """A bad command line (reported as one line, exit status 2)."""
 
 
+def _add_population_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--population-file", type=Path, dest="population_file", metavar="FILE",
+                   help="a population file (TOML or JSON: signal, data files, agent groups; docs/populations.md) "
+                        "instead of --population")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--population", choices=sorted(POPULATIONS), metavar="NAME",
                    help=f"agent population; one of: {', '.join(POPULATIONS)} (default: from --config or "
                         "dc-different-different-lambda)")
+    _add_population_file(p)
     p.add_argument("--region", choices=sorted(REGIONS), metavar="BA",
                    help=f"balancing authority whose grid data is used; one of {', '.join(REGIONS)} (default CISO)")
     p.add_argument("--preset", choices=PRESETS, help="'paper' scales signals to [0, 10] as the paper; 'physical' keeps "
@@ -88,6 +100,25 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", help="epochs between checkpoints")
     p.add_argument("--init-from", dest="init_from", help="warm-start from this model.pt (same architecture), e.g. "
                                                          "a Plain PM")
+    p.add_argument("--update", nargs="+", metavar="KEY=VALUE", type=_key_value,
+                   help="settings of the update rule, e.g. for --estimator eq_ppo: epochs=4 minibatches=4 "
+                        "clip_range=0.2 target_kl=0.02 max_grad_norm=0.5 weight_rate=0.1 normalize_advantage=true "
+                        "(values are JSON; see docs/trainer.md)")
+    p.add_argument("--scale", choices=SCALES, help="the policy's scale: 'learned' (default), 'fixed' at the head's "
+                                                   "init_std, or 'anneal' to --scale-final over the run")
+    p.add_argument("--scale-final", type=float, dest="scale_final", help="final standard deviation of --scale anneal")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a JSON value (a bare word is taken as a string)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,7 +152,11 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run a study of the paper (or beyond it) as a grid of runs; tables and plots",
                        description="Studies: " + "; ".join(f"{k}: {v}" for k, v in STUDY_TITLES.items())
                                    + ". 'all' runs every study.")
-    r.add_argument("studies", nargs="+", metavar="STUDY", help=f"one or more of: {', '.join(STUDY_NAMES)}, all")
+    r.add_argument("studies", nargs="*", metavar="STUDY",
+                   help=f"one or more of: {', '.join(STUDY_NAMES)}, all (none with --population-file)")
+    _add_population_file(r)
+    r.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1",
+                   help="with --population-file: exponents q+1 of the Equitable PMs (default: 1 3)")
     r.add_argument("--quick", action="store_true",
                    help=f"smoke-size runs ({QUICK['epochs']} epochs of at most {QUICK['max_batches']} batches, seed 0)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
@@ -142,16 +177,31 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _population_file(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The spec of ``--population-file`` (validated), or None."""
+    path = getattr(args, "population_file", None)
+    if path is None:
+        return None
+    if getattr(args, "population", None) is not None:
+        raise CLIError("give --population or --population-file, not both")
+    return load_population_file(path)
+
+
 def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     data: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         data = TrainConfig.from_json(args.config).to_dict()
+    spec = _population_file(args)
+    if spec is not None:
+        data["population"] = spec
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
-                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "credit", "form",
-                "layout", "protocol", "val_fraction", "split_seed"):
+                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
+                "scale_final", "credit", "form", "layout", "protocol", "val_fraction", "split_seed"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v
+    if getattr(args, "update", None):
+        data["update"] = {**data.get("update", {}), **dict(args.update)}
     if getattr(args, "q_plus_1", None) is not None:
         data.pop("q", None)
         data["q_plus_1"] = args.q_plus_1
@@ -176,6 +226,9 @@ def evaluation_population(args: argparse.Namespace) -> Population:
     Each model's run directory (beside ``model.pt``) holds its ``config.json``;
     runs that disagree on a setting need the flag to choose.
     """
+    spec = _population_file(args)
+    if spec is not None and (args.preset or args.region):
+        raise CLIError("--preset and --region do not apply to --population-file; set them in the file")
     runs = []
     for p in args.models:
         cfg_path = p.parent / "config.json"
@@ -185,7 +238,9 @@ def evaluation_population(args: argparse.Namespace) -> Population:
     chosen: dict[str, Any] = {}
     differ: list[str] = []
     for key in POPULATION_SETTINGS:
-        if getattr(args, key, None) is not None:
+        if key == "population" and spec is not None:
+            chosen[key] = spec
+        elif getattr(args, key, None) is not None:
             chosen[key] = getattr(args, key)
         elif len({json.dumps(r[key]) for _, r in runs}) > 1:
             differ.append(key)
@@ -193,7 +248,7 @@ def evaluation_population(args: argparse.Namespace) -> Population:
             chosen[key] = runs[0][1][key]
     if differ:
         flags = ", ".join("--split-protocol" if k == "protocol" else "--" + k.replace("_", "-") for k in differ)
-        values = "; ".join(f"{k}: " + ", ".join(f"{r[k]} ({p})" for p, r in runs) for k in differ)
+        values = "; ".join(f"{k}: " + ", ".join(f"{population_label(r[k])} ({p})" for p, r in runs) for k in differ)
         raise CLIError(f"the models' runs differ in {', '.join(differ)} ({values}); pass {flags} to choose")
     chosen.setdefault("population", "dc-different-different-lambda")
     return TrainConfig.from_dict(chosen, source="command line").build_population(args.split)
@@ -252,13 +307,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pd.DataFrame(rows).to_csv(args.out_dir / "per_seed.csv", index=False)
     summary = summarize(rows)
     summary.to_csv(args.out_dir / "summary.csv", index=False)
-    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population}, {base.region}, "
-          f"preset {base.preset}, {base.layout} layout, {base.protocol} split, {epochs} epochs, seeds {args.seeds}:")
+    where = f"{base.region}, preset {base.preset}" if isinstance(base.population, str) else \
+        f"spec {base.population.get('source', '(dict)')}"
+    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population_name}, {where}, "
+          f"{test_pop.layout} layout, {base.protocol} split, {epochs} epochs, seeds {args.seeds}:")
     print(summary.to_string(index=False))
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    spec = _population_file(args)
+    if spec is not None and args.studies:
+        raise CLIError("--population-file runs its own grid (Plain PM and Equitable PMs at --q-values); "
+                       "give no study names with it")
+    if spec is None and not args.studies:
+        raise CLIError(f"no study given; accepted: {', '.join(STUDY_NAMES)}, all, or --population-file FILE")
+    if spec is None and args.q_values:
+        raise CLIError("--q-values applies to --population-file only")
     names = list(STUDY_NAMES) if "all" in args.studies else list(dict.fromkeys(args.studies))
     for n in names:
         if n not in STUDY_NAMES:
@@ -269,7 +334,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise CLIError("--address needs --backend ray")
     seeds = args.seeds or ([0] if args.quick else list(DEFAULT_SEEDS))
     out = args.out or Path("runs/reproduce-quick" if args.quick else "runs/reproduce")
-    specs = {n: study_specs(n, seeds, quick=args.quick, layout=args.layout, protocol=args.protocol) for n in names}
+    if spec is not None:
+        for qp1 in args.q_values or ():
+            if not qp1 >= 1:
+                raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
+        names = [f"population-{spec['name']}"]
+        specs = {names[0]: population_study_specs(spec, seeds, quick=args.quick,
+                                                  q_values=tuple(args.q_values or (1.0, 3.0)), protocol=args.protocol)}
+    else:
+        specs = {n: study_specs(n, seeds, quick=args.quick, layout=args.layout, protocol=args.protocol) for n in names}
     t0 = time.perf_counter()
     if not args.report_only:
         run_grid([s for v in specs.values() for s in v], out, backend=args.backend, address=args.address,

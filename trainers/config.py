@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import InitVar, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
 from eq_envs.population import DEFAULT_LAYOUT, LAYOUTS, Population
-from eq_envs.presets import POPULATIONS, PRESETS, build_population
+from eq_envs.population_file import make_population, normalize_spec, population_label
+from eq_envs.presets import POPULATIONS, PRESETS
 from eq_envs.splits import PROTOCOLS, VAL_FRACTION
 from trainers.estimators import BASELINES, CREDITS
 from trainers.objectives import check_beta, check_q
@@ -31,7 +33,7 @@ class ConfigError(ValueError):
     """An invalid training setting (the CLI prints it as one line and exits with 2)."""
 
 
-def default_model(population: str) -> dict[str, Any]:
+def default_model(population: str | dict[str, Any]) -> dict[str, Any]:
     """The public model the paper uses for a population.
 
     Data centers: LSTM with hidden size 50 (App. A.3.1), one step ahead, with a
@@ -41,7 +43,14 @@ def default_model(population: str) -> dict[str, Any]:
     Gaussian head.  The paper's feature size is 250; the default here is 64,
     which trains several times faster on 2 CPU cores -- pass
     ``{"backbone_kwargs": {"d_model": 250, "nhead": 5}}`` for the paper's width.
+    A population spec (:mod:`eq_envs.population_file`) gets the data centers'
+    model when its horizon is 1 and the Transformer with its horizon otherwise.
     """
+    if isinstance(population, dict):
+        h = int(population["horizon"])
+        cfg = default_model("dc-" if h == 1 else "transformer")
+        cfg["horizon"] = h
+        return cfg
     if population.startswith("dc-"):
         return {"backbone": "lstm", "backbone_kwargs": {"hidden_size": 50}, "head": "lognormal",
                 "head_kwargs": {"init_mean": 5.0, "init_std": 0.1}, "seq_len": 12, "horizon": 1}
@@ -80,9 +89,16 @@ class TrainConfig:
     (:data:`SCALES`): ``"learned"`` (default), ``"fixed"`` at the head's
     ``init_std``, or ``"anneal"``: log-linear from ``init_std`` to
     ``scale_final`` over the run's batches (not learned).
+
+    ``population`` is a preset name (:data:`eq_envs.presets.POPULATIONS`) or a
+    population spec -- a dict as :func:`eq_envs.population_file.load_population_file`
+    returns, with its own signal, data files and agent classes; it is stored
+    normalised (paths absolute) so ``config.json`` records it.  A spec carries
+    its own region, preset and layout: those settings must then stay at their defaults.
+    ``q_plus_1`` may be given instead of ``q`` (``TrainConfig(q_plus_1=3)``).
     """
 
-    population: str = "dc-different-different-lambda"
+    population: str | dict[str, Any] = "dc-different-different-lambda"
     region: str = "CISO"
     preset: str = "paper"
     objective: str = "equitable"
@@ -110,8 +126,15 @@ class TrainConfig:
     update: dict[str, Any] = field(default_factory=dict)
     scale: str = "learned"
     scale_final: float | None = None
+    q_plus_1: InitVar[float | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, q_plus_1: float | None = None) -> None:
+        if q_plus_1 is not None:
+            if self.q != 0.0:
+                raise ConfigError("give q or q_plus_1, not both")
+            if isinstance(q_plus_1, bool) or not isinstance(q_plus_1, (int, float)) or not q_plus_1 >= 1:
+                raise ConfigError(f"q_plus_1={q_plus_1!r} is not accepted; accepted: a number >= 1")
+            self.q = float(q_plus_1) - 1.0
         self.validate()
 
     # ------------------------------------------------------------- derived
@@ -119,14 +142,21 @@ class TrainConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 0.05 if self.population.startswith("dc-") else 1e-3
+        return 0.05 if isinstance(self.population, str) and self.population.startswith("dc-") else 1e-3
+
+    @property
+    def population_name(self) -> str:
+        """The preset's name or the spec's ``name``."""
+        return population_label(self.population)
 
     def build_population(self, split: str = "train") -> Population:
-        """This run's population on ``split`` (``"train"``, ``"val"`` or ``"test"``) with its layout and split settings."""
+        """The configured population on ``split`` (``"train"``, ``"val"`` or ``"test"``): a preset with its
+        region, preset and layout, or the spec; split by :attr:`protocol`, :attr:`val_fraction`, :attr:`split_seed`."""
         try:
-            return build_population(self.population, split=split, preset=self.preset, region=self.region,
-                                    layout=self.layout, protocol=self.protocol, val_fraction=self.val_fraction,
-                                    split_seed=self.split_seed)
+            return make_population(self.population, split, preset=self.preset, region=self.region, layout=self.layout,
+                                   protocol=self.protocol, val_fraction=self.val_fraction, split_seed=self.split_seed)
+        except DataError:
+            raise
         except ValueError as exc:  # e.g. split="val" with val_fraction=0: one line, as every config error
             raise ConfigError(str(exc)) from None
 
@@ -142,7 +172,7 @@ class TrainConfig:
             if value not in accepted:
                 raise ConfigError(f"{name}={value!r} is not accepted; accepted: {', '.join(map(str, accepted))}")
 
-        choice("population", self.population, POPULATIONS)
+        self._validate_population()
         choice("region", self.region, REGIONS)
         choice("preset", self.preset, PRESETS)
         choice("objective", self.objective, OBJECTIVES)
@@ -211,6 +241,29 @@ class TrainConfig:
         return dict(q=self.q, form=self.form, beta=self.beta, num_samples=self.num_samples, baseline=self.baseline,
                     credit=self.credit, **self.update)
 
+    def _validate_population(self) -> None:
+        pop = self.population
+        if isinstance(pop, Population):
+            raise ConfigError("population=<Population> is not accepted (a built population cannot be recorded in "
+                              "config.json); accepted: a preset name, a population spec dict, or "
+                              "eq_envs.population_file.load_population_file(path)")
+        if isinstance(pop, dict):
+            try:
+                self.population = normalize_spec(pop)
+            except DataError as exc:
+                raise ConfigError(f"population spec: {exc}") from None
+            defaults = {f.name: f.default for f in fields(self)}
+            for name in ("region", "preset", "layout"):
+                if name == "layout" and self.layout == self.population["layout"]:
+                    continue  # the spec's own layout (a run's config.json records both)
+                if getattr(self, name) != defaults[name]:
+                    raise ConfigError(f"{name}={getattr(self, name)!r} does not apply to a population spec; "
+                                      f"accepted: set it in the spec ({'signal.region' if name == 'region' else name})")
+            return
+        if pop not in POPULATIONS:
+            raise ConfigError(f"population={pop!r} is not accepted; accepted: {', '.join(POPULATIONS)}, or a "
+                              "population spec (--population-file)")
+
     # ---------------------------------------------------------------- JSON
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -219,14 +272,9 @@ class TrainConfig:
     def from_dict(cls, data: dict[str, Any], source: str = "config") -> TrainConfig:
         """Build from a dict; accepts ``q_plus_1`` as an alias of ``q + 1``."""
         data = dict(data)
-        if "q_plus_1" in data:
-            if "q" in data:
-                raise ConfigError(f"{source}: give q or q_plus_1, not both")
-            qp1 = data.pop("q_plus_1")
-            if not isinstance(qp1, (int, float)) or qp1 < 1:
-                raise ConfigError(f"{source}: q_plus_1={qp1!r} is not accepted; accepted: a number >= 1")
-            data["q"] = float(qp1) - 1.0
-        known = {f.name for f in fields(cls)}
+        if "q_plus_1" in data and "q" in data:
+            raise ConfigError(f"{source}: give q or q_plus_1, not both")
+        known = {f.name for f in fields(cls)} | {"q_plus_1"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"{source}: unknown setting(s) {', '.join(unknown)}; accepted: {', '.join(sorted(known))}")
@@ -234,6 +282,10 @@ class TrainConfig:
             return cls(**data)
         except TypeError as exc:
             raise ConfigError(f"{source}: {exc}") from None
+        except ConfigError as exc:
+            if "q_plus_1" in str(exc):
+                raise ConfigError(f"{source}: {exc}") from None
+            raise
 
     @classmethod
     def from_json(cls, path: str | Path, *, written_by_run: bool = False) -> TrainConfig:

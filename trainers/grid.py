@@ -86,7 +86,8 @@ def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1) -> di
     t0 = time.perf_counter()
     res = train(cfg, out, resume=True, progress=False, tensorboard=False)
     train_s = sum(h["seconds"] for h in res.history)
-    train_pop, test = cfg.build_population("train"), cfg.build_population("test")
+    train_pop = cfg.build_population("train")
+    test = cfg.build_population("test")
     record: dict[str, Any] = {**spec.to_dict(), "train_seconds": train_s, "epochs_run": len(res.history),
                               "samples": samples_per_epoch(cfg, train_pop.num_agents, train_pop.num_steps)
                               * len(res.history),

@@ -132,7 +132,8 @@ class RunSpec:
     def run_id(self) -> str:
         """A readable, unique directory name; the hash ties it to the exact settings."""
         c = self.config
-        head = f"{c['population']}-{c['region']}"
+        pop = c["population"]
+        head = f"{pop['name']}-spec" if isinstance(pop, dict) else f"{pop}-{c['region']}"
         if self.method == "Plain PM":
             tag = "plain"
         else:
@@ -152,13 +153,16 @@ class RunSpec:
         return cls(**d)
 
 
-def _config(population: str, seed: int, quick: bool, region: str = "CISO", *, layout: str = STUDY_LAYOUT,
-            protocol: str = "time", **kw: Any) -> dict[str, Any]:
+def _config(population: str | dict[str, Any], seed: int, quick: bool, region: str = "CISO", *,
+            layout: str = STUDY_LAYOUT, protocol: str = "time", **kw: Any) -> dict[str, Any]:
     d: dict[str, Any] = {"population": population, "region": region, "seed": seed, "epochs": FULL_EPOCHS,
-                         "checkpoint_every": 10, "layout": layout, "protocol": protocol}
-    if not population.startswith("dc-"):
+                         "checkpoint_every": 10, "protocol": protocol}
+    if isinstance(population, str):
+        d["layout"] = layout  # a spec carries its own layout
+    if not (isinstance(population, str) and population.startswith("dc-")):
         d.update(SLOT_TRAINING)
-    d.update(EPOCHS.get(population, {}))
+    if isinstance(population, str):
+        d.update(EPOCHS.get(population, {}))
     d.update(kw)
     if quick:
         d.update(QUICK)
@@ -169,24 +173,26 @@ def _config(population: str, seed: int, quick: bool, region: str = "CISO", *, la
     return {k: v for k, v in full.items() if not (k in LATER_SETTINGS and v is None)}
 
 
-def _label(setting: str, layout: str) -> str:
-    """A setting's name in the tables: the paper's, marked where the layout is not the paper's."""
-    return setting if layout == STUDY_LAYOUT else f"{setting} ({layout} layout)"
+def _label(setting: str, cfg: dict[str, Any]) -> str:
+    """A setting's name in the tables: the paper's, marked where a preset's layout is not the paper's."""
+    return setting if cfg["layout"] == STUDY_LAYOUT or isinstance(cfg["population"], dict) \
+        else f"{setting} ({cfg['layout']} layout)"
 
 
-def _plain(study: str, setting: str, population: str, seed: int, quick: bool, **kw: Any) -> RunSpec:
+def _plain(study: str, setting: str, population: str | dict[str, Any], seed: int, quick: bool, **kw: Any) -> RunSpec:
     cfg = _config(population, seed, quick, objective="mse", **kw)
-    return RunSpec(study, _label(setting, cfg["layout"]), "Plain PM", cfg, seed, protocol=cfg["protocol"])
+    return RunSpec(study, _label(setting, cfg), "Plain PM", cfg, seed, protocol=cfg["protocol"])
 
 
-def _equitable(study: str, setting: str, population: str, seed: int, quick: bool, q_plus_1: float,
+def _equitable(study: str, setting: str, population: str | dict[str, Any], seed: int, quick: bool, q_plus_1: float,
                beta: float = 0.0, estimator_kw: dict[str, Any] | None = None, **kw: Any) -> RunSpec:
-    est = dict(estimator_kw or ({} if population.startswith("dc-") else WEIGHTED))
+    est = dict(estimator_kw if estimator_kw is not None else
+               ({} if isinstance(population, str) and population.startswith("dc-") else WEIGHTED))
     cfg = _config(population, seed, quick, objective="equitable", q=q_plus_1 - 1.0, beta=beta, **est, **kw)
     estimator = cfg["estimator"] if cfg["estimator"] != "auto" else "pathwise"
     if cfg["estimator"] == "reinforce_paper" and cfg["form"] == "norm":
         estimator += "-norm"
-    return RunSpec(study, _label(setting, cfg["layout"]), "Equitable PM", cfg, seed, q_plus_1, beta, estimator,
+    return RunSpec(study, _label(setting, cfg), "Equitable PM", cfg, seed, q_plus_1, beta, estimator,
                    protocol=cfg["protocol"])
 
 
@@ -241,6 +247,30 @@ _BUILDERS: dict[str, Callable[..., Any]] = {
     "table1": _table1, "table2": _table2, "table3": _table3, "table4": _table4,
     "estimators": _estimators, "region": _region, "phone": _phone,
 }
+
+
+def population_study_specs(spec: dict[str, Any], seeds: tuple[int, ...] | list[int] = DEFAULT_SEEDS,
+                           quick: bool = False, q_values: tuple[float, ...] = (1.0, 3.0),
+                           protocol: str = "time") -> list[RunSpec]:
+    """Plain PM and Equitable PMs at ``q_values`` x ``seeds`` on a population spec (``--population-file``),
+    in the spec's layout, split by ``protocol``.
+
+    Settings as the paper's EV studies (lr 3e-3, batch 32, 150 epochs; quick: 6 epochs of 2 batches); the
+    estimator is pathwise when every agent's regret is differentiable, else the weighted REINFORCE (K = 4).
+    """
+    from eq_envs.population_file import build_population_from_spec
+
+    if not seeds:
+        raise ValueError("at least one seed is needed")
+    pop = build_population_from_spec(spec, "train")  # also checks every data file before any run starts
+    est = {} if pop.differentiable else WEIGHTED
+    study, setting = f"population-{spec['name']}", spec["name"]
+    out = []
+    for s in seeds:
+        out.append(_plain(study, setting, spec, s, quick, protocol=protocol))
+        out.extend(_equitable(study, setting, spec, s, quick, e, estimator_kw=est, protocol=protocol)
+                   for e in q_values)
+    return out
 
 
 def study_specs(name: str, seeds: tuple[int, ...] | list[int] = DEFAULT_SEEDS, quick: bool = False,

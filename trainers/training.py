@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from eq_envs.population import Population
+from eq_envs.population_file import check_recorded, record_population
 from trainers.config import ADDED_SETTINGS, ConfigError, TrainConfig
 from trainers.errors import DivergenceError
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
@@ -168,6 +169,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             if diff:
                 raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
                                   f"use another run directory or resume with the same settings")
+            check_recorded(out)  # a population's data files must be the ones the run started with
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
@@ -179,6 +181,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             saved_epoch = int(ck["epoch"])
             log.info("resuming %s from epoch %d", out, start_epoch)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        if isinstance(cfg.population, dict):
+            record_population(cfg.population, out)
 
     writer = None
     if out is not None and tensorboard:
