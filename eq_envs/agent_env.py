@@ -47,7 +47,7 @@ import torch
 from gymnasium import spaces
 from gymnasium.error import ResetNeeded
 
-from eq_envs.population import Population
+from eq_envs.population import DEFAULT_LAYOUT, Population
 from eq_envs.presets import build_population
 
 
@@ -142,7 +142,7 @@ class DownstreamAgentEnv(gym.Env):
 
     def __init__(self, population: str | Population = "dc-different-different-lambda", agent: int = 0,
                  episode_length: int | None = 24, split: str = "train", preset: str = "paper",
-                 region: str = "CISO", layout: str = "chunked") -> None:
+                 region: str = "CISO", layout: str = DEFAULT_LAYOUT) -> None:
         super().__init__()
         check_population(population, "DownstreamAgentEnv")
         self.population = population if isinstance(population, Population) else \

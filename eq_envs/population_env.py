@@ -32,7 +32,7 @@ from eq_envs.agent_env import (
     observation_space,
     reset_needed,
 )
-from eq_envs.population import Population
+from eq_envs.population import DEFAULT_LAYOUT, Population
 from eq_envs.presets import build_population
 
 
@@ -49,7 +49,7 @@ class PopulationParallelEnv(ParallelEnv):
 
     def __init__(self, population: str | Population = "dc-different-different-lambda",
                  episode_length: int | None = 24, split: str = "train", preset: str = "paper",
-                 region: str = "CISO", layout: str = "chunked", render_mode: str | None = None) -> None:
+                 region: str = "CISO", layout: str = DEFAULT_LAYOUT, render_mode: str | None = None) -> None:
         check_population(population, "PopulationParallelEnv")
         self.population = population if isinstance(population, Population) else \
             build_population(population, split=split, preset=preset, region=region, layout=layout)
