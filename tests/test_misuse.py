@@ -390,7 +390,7 @@ def test_envs_refuse_step_before_reset() -> None:
     (lambda: DownstreamAgentEnv(episode_length=1.5), r"episode_length=1.5; accepted: an integer in 1..\d+ or None"),
     (lambda: PopulationParallelEnv("phone", episode_length=2.0), r"episode_length=2.0; accepted: an integer"),
     (lambda: PublicModelEnv(episode_length=0), r"episode_length=0; accepted: an integer in 1.."),
-    (lambda: DownstreamAgentEnv(split="validation"), r"unknown split 'validation'; accepted: train, test"),
+    (lambda: DownstreamAgentEnv(split="validation"), r"split='validation'; accepted: train, val, test"),
 ])
 def test_env_arguments_are_checked(make, match) -> None:
     with pytest.raises(ValueError, match=match):

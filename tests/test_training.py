@@ -103,20 +103,19 @@ def test_evaluate_table_matches_regrets_and_metrics_computed_by_hand() -> None:
     pop = build_population("dc-different-different-lambda", split="test")
     idx = torch.arange(pop.num_steps)
     with torch.no_grad():
-        pred = model.mean(pop.observation(idx)).double()[..., 0].numpy()  # [M, N]: chunked, every agent its own input
+        pred = model.mean(pop.observation(idx)).double()[..., 0].numpy()  # [N] shared, [M, N] chunked layout
     truth = pop.truth(idx)[..., 0].numpy()
     dc = pop.groups[0]
     ctx = dc.context(idx)
-    w, lam = ctx["workload"].numpy(), ctx["lam"].numpy()
-    valid = np.arange(pop.num_steps)[None, :] < np.array(pop.chunk_lengths)[:, None]  # agent m: its own N_m steps
+    w, lam = ctx["workload"].numpy(), ctx["lam"].numpy()  # [M, N]: every agent at every clock position
     floor = dc.min_prediction
 
     def per_agent(c_hat: np.ndarray) -> np.ndarray:
-        r = _eq12_regret(w, lam, np.maximum(c_hat, floor), truth)
-        return (r * valid).sum(1) / valid.sum(1)
+        c_hat, c = np.broadcast_to(c_hat, w.shape), np.broadcast_to(truth, w.shape)
+        return _eq12_regret(w, lam, np.maximum(c_hat, floor), c).mean(1)
 
-    forecast = np.broadcast_to(((pred * valid).sum(1) / valid.sum(1))[:, None], pred.shape)  # one per agent
-    mse = float((((pred - truth) ** 2) * valid).sum() / valid.sum())
+    forecast = np.broadcast_to(np.broadcast_to(pred, w.shape).mean(1, keepdims=True), w.shape)  # one per agent
+    mse = float(((pred - truth) ** 2).mean())
     for protocol, c in (("per-step", per_agent(pred)), ("mean-forecast", per_agent(forecast))):
         row = evaluate({"m": model}, pop, protocol=protocol).iloc[0]
         p = c / c.sum()
