@@ -86,7 +86,9 @@ class TrainConfig:
     differentiable (data centers) and ``reinforce_weighted`` otherwise.
     ``lr=None`` takes the paper's learning rate for the population (0.05 data
     centers; 1e-3 for the others, ten times the paper's 1e-4 because our runs
-    are tens of epochs, not hundreds).  ``step_size``/``lr_gamma`` are the
+    are tens of epochs, not hundreds); with ``estimator="eq_ppo"``, which takes
+    many minibatch steps per rollout, 3e-3 for data centers and 3e-4 (PPO's
+    default) for the others.  ``step_size``/``lr_gamma`` are the
     paper's StepLR, stepped once per epoch.  ``layout`` is the population's
     time layout (:mod:`eq_envs.population`): ``"shared"`` (default, the
     paper's: every agent at the same hour, one public input per clock position,
@@ -171,7 +173,11 @@ class TrainConfig:
     def learning_rate(self) -> float:
         if self.lr is not None:
             return self.lr
-        return 0.05 if isinstance(self.population, str) and self.population.startswith("dc-") else 1e-3
+        dc = isinstance(self.population, str) and self.population.startswith("dc-")
+        if self.objective == "equitable" and self.estimator == "eq_ppo":
+            # many small steps per rollout: a tenth of the one-step rules' rates (measured on validation, docs/trainer.md)
+            return 3e-3 if dc else 3e-4
+        return 0.05 if dc else 1e-3
 
     @property
     def population_name(self) -> str:
