@@ -102,7 +102,6 @@ class PopulationParallelEnv(ParallelEnv):
         if missing or unknown:
             raise ValueError(f"actions: missing agents {missing[:5]}, unknown agents {unknown[:5]}; "
                              f"accepted: one action per live agent")
-        H = self.population.horizon
         pred = np.stack([check_action(actions[a], self._act_space, a) for a in self.possible_agents])
         clock = self._start + self._step
         ev = self.population.evaluate(torch.from_numpy(pred).unsqueeze(1), [clock])

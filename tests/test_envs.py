@@ -7,10 +7,9 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 from pettingzoo.test import parallel_api_test, parallel_seed_test
-
-import eq_envs
 from scipy.optimize import brentq
 
+import eq_envs
 from agents import AgentGroup, DataCenterAgent, SlotMILPAgent
 from eq_envs.agent_env import DownstreamAgentEnv
 from eq_envs.population import Population

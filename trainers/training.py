@@ -51,8 +51,8 @@ from trainers.config import ADDED_SETTINGS, ConfigError, TrainConfig
 from trainers.errors import DivergenceError
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
 from trainers.objectives import equitable_loss
-from trainers.rundir import RunDirError, RunDirLock, check_run_dir
 from trainers.rollout import Rollout, collect_rollout
+from trainers.rundir import RunDirError, RunDirLock, check_run_dir
 from trainers.selection import VAL_FIELDS, Selector, validation_metrics
 from trainers.updates import NonFiniteError, UpdateRule, UpdateStats, make_update_rule
 
