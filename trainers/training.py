@@ -287,8 +287,7 @@ def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, re
         totals["grad_steps"] += acc.grad_steps
         row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": time.perf_counter() - t0,
                "batches": num_batches, **totals}
-        if scale_start is not None or cfg.scale == "learned":
-            row["policy_std"] = _policy_std(model)
+        row["policy_std"] = _policy_std(model)
         if val_pop is not None:
             metrics = validation_metrics(model, val_pop, cfg.q)
             row.update(metrics, val_admissible=float(selector.admissible(metrics)))
