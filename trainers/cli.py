@@ -142,6 +142,8 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--selection", choices=CRITERIA,
                    help="validation criterion that picks the saved epoch (default: equitable; mse for the Plain PM; "
                         "'last' without a validation split)")
+    p.add_argument("--validate-every", type=int, dest="validate_every",
+                   help="validate every N epochs (default 1; 0: never, with --selection last)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation criterion")
     p.add_argument("--accuracy-guard", type=float, dest="accuracy_guard", metavar="FRACTION",
                    help="admit only epochs whose validation --guard-metric is within FRACTION (0.05 = 5%%) of "
@@ -245,7 +247,7 @@ def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
                 "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
                 "scale_final", "credit", "form", "layout", "protocol", "val_fraction", "split_seed", "selection",
-                "patience", "accuracy_guard", "guard_metric", "guard_reference"):
+                "validate_every", "patience", "accuracy_guard", "guard_metric", "guard_reference"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v

@@ -25,7 +25,7 @@ OBJECTIVES = ("equitable", "mse")
 #: (a ``config.json`` or checkpoint without the key was trained with it).
 ADDED_SETTINGS: dict[str, Any] = {"layout": "chunked", "protocol": "time", "val_fraction": 0.0, "split_seed": 0,
                                   "update": {}, "scale": "learned", "scale_final": None, "selection": "last",
-                                  "patience": None, "accuracy_guard": None, "guard_metric": "mse",
+                                  "validate_every": 1, "patience": None, "accuracy_guard": None, "guard_metric": "mse",
                                   "guard_reference": None}
 #: ``estimator`` choices: ``auto`` and every registered update rule but the Plain PM's (``objective="mse"``).
 ESTIMATOR_CHOICES = ("auto", *(n for n in RULES if n != "mse"))
@@ -104,7 +104,8 @@ class TrainConfig:
     the best ``selection`` criterion (default ``"equitable"``, the norm-form
     objective at ``q``; ``"mse"`` for the Plain PM; ``"worst"``, ``"variance"``,
     ``"mean"``, or ``"last"`` for no selection); ``patience`` stops after that
-    many epochs without improvement; ``accuracy_guard`` (e.g. 0.05) admits only
+    many validations without improvement; ``validate_every`` validates every
+    that many epochs (and at the last; 0: never, with ``selection="last"``); ``accuracy_guard`` (e.g. 0.05) admits only
     epochs whose validation ``guard_metric`` (``"mse"`` or ``"mean"`` regret) is
     within that fraction of the ``guard_reference`` model's (a Plain PM's ``model.pt``).
     ``init_from`` warm-starts the public model from a saved ``model.pt`` (e.g. a
@@ -153,6 +154,7 @@ class TrainConfig:
     scale: str = "learned"
     scale_final: float | None = None
     selection: str | None = None
+    validate_every: int = 1
     patience: int | None = None
     accuracy_guard: float | None = None
     guard_metric: str = "mse"
@@ -270,6 +272,12 @@ class TrainConfig:
 
     def _check_selection(self) -> None:
         from trainers.selection import CRITERIA, GUARD_METRICS
+        v = self.validate_every
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise ConfigError(f"validate_every={v!r} is not accepted; accepted: an integer >= 0 (0: never)")
+        if v == 0 and self.selection_criterion != "last":
+            raise ConfigError(f"validate_every=0 turns validation off, but selection={self.selection_criterion!r} needs "
+                              "it; accepted: validate_every >= 1, or selection='last'")
         if self.selection is not None:
             choice("selection", self.selection, CRITERIA)
             if self.selection != "last" and self.val_fraction == 0:

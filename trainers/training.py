@@ -193,7 +193,7 @@ def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, re
         raise ConfigError(f"model horizon {model_cfg.get('horizon')} does not match population {pop.name} "
                           f"horizon {pop.horizon}")
     rule = build_update_rule(cfg, pop)
-    val_pop = cfg.build_population("val") if cfg.val_fraction > 0 else None
+    val_pop = cfg.build_population("val") if cfg.val_fraction > 0 and cfg.validate_every else None
     selector = _make_selector(cfg, val_pop)
 
     torch.manual_seed(cfg.seed)
@@ -288,7 +288,7 @@ def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, re
         row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": time.perf_counter() - t0,
                "batches": num_batches, **totals}
         row["policy_std"] = _policy_std(model)
-        if val_pop is not None:
+        if val_pop is not None and cfg.validate_every and (epoch % cfg.validate_every == 0 or epoch == cfg.epochs):
             metrics = validation_metrics(model, val_pop, cfg.q)
             row.update(metrics, val_admissible=float(selector.admissible(metrics)))
             selector.update(epoch, metrics, model)
