@@ -5,6 +5,7 @@
     eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
     eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
     eqpm train --population-file my_population.toml --run-dir runs/mine   # your own agents and data
+    eqpm train --population ev-similar --workers 2 --run-dir runs/ev2      # agents split over 2 Ray Train workers
 
 Every command takes --population-file FILE (TOML or JSON; docs/populations.md)
 instead of --population: your own signal, data files and agent classes.
@@ -36,6 +37,7 @@ from eq_envs.presets import POPULATIONS, PRESETS
 from eq_envs.splits import PROTOCOLS as SPLIT_PROTOCOLS
 from eq_envs.splits import SPLITS, VAL_FRACTION
 from trainers.config import EQUITABLE_ONLY, ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
+from trainers.distributed import train_distributed
 from trainers.errors import DivergenceError
 from trainers.estimators import BASELINES, CREDITS
 from trainers.evaluation import PROTOCOLS, evaluate
@@ -179,6 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="directory for config, logs, checkpoints and model.pt (created if missing; one run at a "
                         "time: a second run on a busy directory is refused)")
     t.add_argument("--no-resume", action="store_true", help="refuse to continue an existing checkpoint")
+    t.add_argument("--workers", type=int, default=1,
+                   help="split the agents over this many Ray Train worker processes (data-parallel, the same "
+                        "numbers as one process; default 1: this process alone)")
+    t.add_argument("--address", help="with --workers: the Ray cluster to run them on (e.g. auto or ray://host:10001; "
+                                     "default: a local Ray instance on this machine)")
+    t.add_argument("--cpus-per-worker", type=int, default=1, dest="cpus_per_worker",
+                   help="with --workers: CPUs (and torch threads) per worker (default 1)")
 
     e = sub.add_parser("evaluate", help="equity table of saved models on the held-out split",
                        description="Population, region, preset, layout and split settings are read from the "
@@ -279,7 +288,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.no_resume and args.run_dir.strip() and (run_dir / "checkpoint.pt").exists():
         raise CLIError(f"{run_dir / 'checkpoint.pt'} exists and --no-resume was given; choose another --run-dir")
     try:
-        res = train(cfg, args.run_dir, resume=not args.no_resume, progress=True)
+        if args.workers == 1 and args.address is None:
+            if args.cpus_per_worker != 1:
+                raise CLIError("--cpus-per-worker applies with --workers N > 1 or --address only")
+            res = train(cfg, args.run_dir, resume=not args.no_resume, progress=True)
+        else:
+            res = train_distributed(cfg, args.run_dir, workers=args.workers, address=args.address,
+                                    cpus_per_worker=args.cpus_per_worker, resume=not args.no_resume, progress=True)
     except KeyboardInterrupt:  # the batch is abandoned; checkpoint.pt is replaced atomically, so it is intact
         res = None
     if res is None:  # raised here, not in the except block, so the run's frames (and progress bar) are closed first

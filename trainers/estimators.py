@@ -150,17 +150,21 @@ def _check_choice(name: str, value: str, accepted: tuple[str, ...]) -> str:
     return value
 
 
-def difference_credit(mean_regret: Tensor, regret: Tensor, baseline: Tensor, q: float, form: str) -> Tensor:
+def difference_credit(mean_regret: Tensor, regret: Tensor, baseline: Tensor, q: float, form: str, *,
+                      agents: slice = slice(None)) -> Tensor:
     """``F(C̄) - F(C̄ with C_{m,i} replaced by b_{m,i})`` per sample: ``[K, M, B]``.
 
     ``mean_regret [K, M]``, ``regret`` and ``baseline`` ``[K, M, B]`` (all ``>= 0``).
+    With ``agents`` (a contiguous range of the ``M``), ``regret`` and ``baseline``
+    hold those agents only and so does the result; ``F`` is still over all ``M``
+    (a data-parallel worker's shard, :mod:`trainers.distributed`).
     For ``q = 0`` this is ``(C - b) / B``.  The norm form is evaluated as
     ``N - N' = -N · expm1(log N' - log N)`` with
     ``log N' = logaddexp(logsumexp_{k≠m}(p log C̄_k), p log C̄'_{m,i}) / p``.
     """
     p = check_q(q) + 1.0
     B = regret.shape[-1]
-    cbar = mean_regret.unsqueeze(-1)
+    cbar = mean_regret[..., agents].unsqueeze(-1)
     if p == 1.0:
         return (regret - baseline) / B
     new = (cbar - (regret - baseline) / B).clamp_min(0)
@@ -171,7 +175,7 @@ def difference_credit(mean_regret: Tensor, regret: Tensor, baseline: Tensor, q: 
     log_n = (_logsumexp(z) / p)[..., None, None]  # [K, 1, 1]
     eye = torch.eye(M, dtype=torch.bool, device=z.device)
     z_excl = z.unsqueeze(-2).expand(*z.shape[:-1], M, M).masked_fill(eye, -math.inf)
-    lse_excl = _logsumexp(z_excl)  # [K, M]: logsumexp over agents other than m
+    lse_excl = _logsumexp(z_excl)[..., agents]  # logsumexp over the agents other than m, for m in agents
     log_new = torch.logaddexp(lse_excl.unsqueeze(-1), p * _masked_log(new)) / p  # [K, M, B]
     finite = torch.isfinite(log_n)
     ln = torch.where(finite, log_n, torch.zeros_like(log_n))

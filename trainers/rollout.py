@@ -124,7 +124,8 @@ def check_distribution(dist: Distribution, num_agents: int) -> None:
 
 def collect_rollout(model, x: Tensor, regret_fn: RegretFn, *, num_agents: int, num_samples: int = 1,
                     y_true: Tensor | None = None, generator: torch.Generator | None = None,
-                    deterministic_regret: bool = False, agent_weights: Tensor | None = None) -> Rollout:
+                    deterministic_regret: bool = False, agent_weights: Tensor | None = None,
+                    noise: Tensor | None = None) -> Rollout:
     """Sample predictions from ``model`` at ``x``, score them with ``regret_fn``; no parameter changes.
 
     Args:
@@ -138,16 +139,25 @@ def collect_rollout(model, x: Tensor, regret_fn: RegretFn, *, num_agents: int, n
         generator: RNG of the noise (resume-exact training passes its own).
         deterministic_regret: also score the deterministic prediction (the mean) -> ``det_regret``.
         agent_weights: the per-agent weights ``regret_fn`` applies, recorded so raw regrets can be logged.
+        noise: standard-normal noise ``[K, M, B, H]`` to use instead of drawing it from ``generator``
+            (data-parallel workers draw the whole population's noise and pass their agents' slice,
+            :mod:`trainers.distributed`).
     """
     K, M = int(num_samples), int(num_agents)
     if K < 0 or M < 1:
         raise ValueError(f"num_samples must be >= 0 and num_agents >= 1, got {num_samples} and {num_agents}")
     dist = model.distribution(x)
     check_distribution(dist, M)
-    noise = pred = log_prob = regret = det = None
-    if K > 0:
+    pred = log_prob = regret = det = None
+    if K == 0:
+        noise = None
+    else:
         with torch.no_grad():
-            noise = sample_noise(dist, M, K, generator)
+            if noise is None:
+                noise = sample_noise(dist, M, K, generator)
+            elif tuple(noise.shape) != (K, M, *dist.mean.shape[-2:]):
+                raise ValueError(f"noise has shape {tuple(noise.shape)}; expected [K, M, B, H] = "
+                                 f"{[K, M, *dist.mean.shape[-2:]]}")
             pred = reparameterized_sample(dist, noise)
             log_prob = dist.log_prob(pred)
             regret = score(regret_fn, pred)

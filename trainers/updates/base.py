@@ -13,6 +13,13 @@ Two kinds exist:
 * rules that override :meth:`UpdateRule.update` to take several steps per
   rollout (:mod:`trainers.updates.eq_ppo`).
 
+A rule reduces over agents through its :attr:`UpdateRule.shard`
+(:class:`AgentShard`): in one process a rollout holds every agent and the
+reductions are plain tensor operations; data-parallel training
+(:mod:`trainers.distributed`) gives each worker a shard of the agents and makes
+them collectives, so that a rule marked ``shardable`` computes on every worker
+the single process's weights and credit for that worker's agents.
+
 Every optimizer step goes through :func:`apply_gradients`, the divergence
 guard: a non-finite loss, gradient norm or parameter raises
 :class:`NonFiniteError` (the training loop turns it into a one-line
@@ -86,6 +93,50 @@ def apply_gradients(optimizer: torch.optim.Optimizer, loss: Tensor, params: list
     return float(norm)
 
 
+class AgentShard:
+    """Which agents a rule's rollouts hold, and how the rule reduces over *all* of the population's agents.
+
+    This class is one process holding every agent (:data:`ALL_AGENTS`): each
+    method is the plain local operation, so a rule computes what it always did.
+    :class:`trainers.distributed.WorkerShard` holds a contiguous shard of the
+    agents on one of several workers and implements the methods as collectives.
+    The contract a ``shardable`` rule keeps: reduce over agents only through
+    these methods, and build a surrogate that is a *sum over its agents* (plus
+    the MSE term, which :meth:`UpdateRule.combine` scales by
+    :attr:`input_share`), so that the workers' surrogates add up to the single
+    process's and gradients summed over workers are the single process's.
+    """
+
+    #: The shard's agents among the population's ``M`` (here all of them).
+    agents: slice = slice(None)
+    #: This worker's share of a mean over the public inputs (the MSE of the mean prediction).
+    input_share: float = 1.0
+
+    def gather(self, x: Tensor) -> Tensor:
+        """Per-agent values ``[..., M_shard]`` -> ``[..., M]``: every agent's, on every worker."""
+        return x
+
+    def local(self, x: Tensor) -> Tensor:
+        """Per-agent values ``[..., M]`` of all agents -> this shard's ``[..., M_shard]``."""
+        return x[..., self.agents]
+
+    def mean(self, x: Tensor) -> Tensor:
+        """Mean of all elements of a per-sample tensor (``[K, M_shard, ...]``) over every shard's elements."""
+        return x.mean()
+
+    def mean_std(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """Mean and (unbiased) standard deviation of all elements, over every shard's elements."""
+        return x.mean(), x.std()
+
+    def input_mean(self, value: Tensor) -> Tensor:
+        """A mean over this worker's public inputs (e.g. the MSE) -> the mean over every worker's inputs."""
+        return value
+
+
+#: The shard of a single process: every agent, local reductions.
+ALL_AGENTS = AgentShard()
+
+
 class UpdateRule:
     """Base class: turn a rollout into parameter updates.
 
@@ -100,7 +151,9 @@ class UpdateRule:
     Class attributes a rule sets: ``name`` (its registered name), ``samples``
     (False for a rule that needs no sampled predictions), ``differentiable``
     (True if it backpropagates through the regret), ``default_form``,
-    ``uses`` (which of ``baseline``/``credit`` it accepts) and ``Settings``.
+    ``uses`` (which of ``baseline``/``credit`` it accepts), ``Settings`` and
+    ``shardable`` (True if it keeps :class:`AgentShard`'s contract, so that
+    :mod:`trainers.distributed` can train it over agent shards).
     """
 
     name: ClassVar[str] = ""
@@ -108,6 +161,9 @@ class UpdateRule:
     differentiable: ClassVar[bool] = False
     default_form: ClassVar[str] = "norm"
     uses: ClassVar[tuple[str, ...]] = ()
+    shardable: ClassVar[bool] = False
+    #: The agents this rule's rollouts hold (:class:`AgentShard`); data-parallel workers set their own.
+    shard: AgentShard = ALL_AGENTS
 
     @dataclass
     class Settings:
@@ -171,10 +227,15 @@ class UpdateRule:
             return mse_loss(dist.mean, y_true)
 
     def combine(self, eq_surrogate: Tensor, eq_value: float, mse_t: Tensor | None) -> tuple[Tensor, float, float]:
-        """``(surrogate, loss, mse)`` of the combined objective."""
-        surrogate = combined_loss(eq_surrogate, mse_t, self.beta)
+        """``(surrogate, loss, mse)`` of the combined objective.
+
+        The MSE term enters the surrogate with this worker's share of it
+        (:attr:`AgentShard.input_share`; 1 in one process) and is reported over all inputs.
+        """
+        share = self.shard.input_share
+        surrogate = combined_loss(eq_surrogate, mse_t if mse_t is None or share == 1.0 else mse_t * share, self.beta)
         assert isinstance(surrogate, Tensor)
-        mse_f = float(mse_t.detach()) if mse_t is not None else math.nan
+        mse_f = float(self.shard.input_mean(mse_t.detach())) if mse_t is not None else math.nan
         loss = combined_loss(eq_value, mse_f if mse_t is not None else None, self.beta)
         return surrogate, float(loss), mse_f
 

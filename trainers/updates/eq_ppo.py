@@ -66,6 +66,7 @@ class EqPPO(UpdateRule):
 
     name = "eq_ppo"
     uses = ("baseline",)
+    shardable = True
 
     @dataclass
     class Settings:
@@ -128,9 +129,9 @@ class EqPPO(UpdateRule):
 
     # ------------------------------------------------------------------ credit
     def equitable_weights(self, rollout: Rollout) -> torch.Tensor:
-        """``w_m`` ``[M]`` from the running means before this rollout; then fold the rollout into them."""
+        """``w_m`` ``[M]`` (all agents) from the running means before this rollout; then fold the rollout into them."""
         assert rollout.regret is not None
-        cbar = rollout.regret.mean(dim=(0, 2)).double()
+        cbar = self.shard.gather(rollout.regret.mean(dim=(0, 2)).double())
         if self.running is None:
             self.running = cbar.clone()
         w = equitable_weights(self.running, self.q, form=self.form)
@@ -142,11 +143,12 @@ class EqPPO(UpdateRule):
         """Set ``rollout.credit`` to ``w_m (C - b)`` and return the (normalised) advantage ``[K, M, B]``."""
         assert rollout.regret is not None
         with torch.no_grad():
-            w = self.equitable_weights(rollout).to(rollout.regret.dtype)
+            w = self.shard.local(self.equitable_weights(rollout)).to(rollout.regret.dtype)
             rollout.credit = w[None, :, None] * (rollout.regret - baseline_regret(rollout, self.baseline_kind))
             adv = rollout.credit
             if self.settings.normalize_advantage and adv.numel() > 1:
-                adv = (adv - adv.mean()) / (adv.std() + 1e-8)
+                mean, std = self.shard.mean_std(adv)
+                adv = (adv - mean) / (std + 1e-8)
         return adv.float()
 
     # ------------------------------------------------------------------ update
@@ -155,8 +157,9 @@ class EqPPO(UpdateRule):
         s = self.settings
         assert rollout.pred is not None and rollout.log_prob is not None and rollout.regret is not None
         with torch.no_grad():  # the rollout's objective values, at the parameters that sampled it
-            eq_value = float(equitable_loss(rollout.regret.mean(dim=-1), self.q, form=self.form).mean())
-            mse = math.nan if rollout.y_true is None else float(mse_loss(rollout.dist.mean, rollout.y_true))
+            eq_value = float(equitable_loss(self.shard.gather(rollout.regret.mean(dim=-1)), self.q, form=self.form).mean())
+            mse = math.nan if rollout.y_true is None else \
+                float(self.shard.input_mean(mse_loss(rollout.dist.mean, rollout.y_true)))
         if not math.isfinite(eq_value):
             raise NonFiniteError("loss", eq_value)
         adv = self.assign_credit(rollout)
@@ -179,7 +182,7 @@ class EqPPO(UpdateRule):
                 pg, ratio = clipped_surrogate(log_prob, rollout.log_prob[:, :, mb], adv[:, :, mb], s.clip_range)
                 with torch.no_grad():
                     log_ratio = torch.log(ratio)
-                    approx_kl = float(((ratio - 1.0) - log_ratio).mean())
+                    approx_kl = float(self.shard.mean((ratio - 1.0) - log_ratio))
                 if s.target_kl is not None and approx_kl > 1.5 * s.target_kl:
                     stop = True
                     break
@@ -190,7 +193,7 @@ class EqPPO(UpdateRule):
                 loss = self.combine(pg, 0.0, mse_t)[0]
                 apply_gradients(optimizer, loss, params, s.max_grad_norm)
                 steps += 1
-                clipped.append(float(((ratio - 1.0).abs() > s.clip_range).float().mean()))
+                clipped.append(float(self.shard.mean(((ratio - 1.0).abs() > s.clip_range).float())))
                 kls.append(approx_kl)
                 losses.append(float(loss.detach()))
             if stop:

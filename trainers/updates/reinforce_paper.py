@@ -27,11 +27,12 @@ def score_function_surrogate(rollout: Rollout, signal: torch.Tensor) -> torch.Te
 class ReinforcePaper(SingleStepRule):
     name = "reinforce_paper"
     default_form = "power"
+    shardable = True
 
     def surrogate(self, rollout: Rollout):
         assert rollout.regret is not None
         with torch.no_grad():
-            per_replica = equitable_loss(rollout.regret.mean(dim=-1), self.q, form=self.form)  # [K]
+            per_replica = equitable_loss(self.shard.gather(rollout.regret.mean(dim=-1)), self.q, form=self.form)  # [K]
             rollout.credit = per_replica[:, None, None].expand_as(rollout.regret)
         eq_value = float(per_replica.mean())
         eq_surrogate = score_function_surrogate(rollout, rollout.credit)

@@ -29,6 +29,7 @@ from trainers.updates.reinforce_paper import score_function_surrogate
 class ReinforceWeighted(SingleStepRule):
     name = "reinforce_weighted"
     uses = ("baseline", "credit")
+    shardable = True
 
     def __init__(self, **kw) -> None:
         super().__init__(**kw)
@@ -43,13 +44,14 @@ class ReinforceWeighted(SingleStepRule):
         regret = rollout.regret
         assert regret is not None
         with torch.no_grad():
-            cbar = regret.mean(dim=-1)  # [K, M]
+            cbar = self.shard.gather(regret.mean(dim=-1))  # [K, M]: every agent's, also on a worker of a shard
             eq_value = float(equitable_loss(cbar, self.q, form=self.form).mean())
             base = baseline_regret(rollout, self.baseline or "deterministic")
             if (self.credit_kind or "difference") == "linear":
-                rollout.credit = linear_credit(equitable_weights(cbar, self.q, form=self.form), regret, base)
+                weights = self.shard.local(equitable_weights(cbar, self.q, form=self.form))
+                rollout.credit = linear_credit(weights, regret, base)
             else:
-                rollout.credit = difference_credit(cbar, regret, base, self.q, self.form)
+                rollout.credit = difference_credit(cbar, regret, base, self.q, self.form, agents=self.shard.agents)
         eq_surrogate = score_function_surrogate(rollout, rollout.credit)
         surrogate, loss, mse = self.combine(eq_surrogate, eq_value, self.mse_term(rollout.dist, rollout.y_true))
         return surrogate, UpdateStats(loss=loss, eq_loss=eq_value, mse=mse, grad_steps=1)

@@ -1,0 +1,490 @@
+r"""Data-parallel training of one public model over agent shards, with Ray Train (``TorchTrainer``, DDP over gloo).
+
+A public model serves many agents; one update needs every agent's regrets for
+the same sampled predictions, and scoring them (each agent's decision and its
+hindsight optimum) is where the time goes for large populations.
+:func:`train_distributed` splits the *agents* over ``W`` worker processes --
+local by default, or the nodes of a Ray cluster given by ``address`` -- and
+trains one public model whose numbers equal :func:`trainers.training.train`'s
+for the same settings and seed, up to the order of floating-point sums
+(tested on 2 local workers; the tolerance is in ``tests/test_distributed.py``).
+
+Each worker
+-----------
+* holds a contiguous shard of the agents (:func:`eq_envs.agent_shards.shard_ranges`;
+  sizes differ by at most one) as a population of its own
+  (:func:`eq_envs.agent_shards.population_shard`), and a full replica of the
+  model wrapped in PyTorch's ``DistributedDataParallel`` over gloo (the process
+  group Ray Train's ``TorchTrainer`` sets up on CPU);
+* draws the *whole* population's noise ``[K, M, B, H]`` from the run's generator,
+  exactly as one process does, and keeps its agents' slice, so its samples are
+  the single process's and every worker's generator stays in step.  The cost:
+  each worker draws and briefly holds ``4·K·M·B·H`` bytes per batch (300 MB and
+  a few tenths of a second at 50,000 agents, ``K = 1``, ``B = 128``, ``H = 12``),
+  the one part of a rollout that does not shrink with more workers;
+* scores its shard, and reduces over *all* agents through the rule's
+  :class:`WorkerShard` (:class:`trainers.updates.base.AgentShard`): the per-agent
+  mean regrets that set the equitable weights and credit are all-reduced into
+  the full ``[M]`` (``[K, M]``) vector, so every worker computes the single
+  process's weights and difference credit -- which need the norm over all
+  agents -- for its own agents; ``eq_ppo``'s advantage normalisation, KL and
+  clip fraction are global means;
+* builds its share of the surrogate: a sum over its agents (and ``1/W`` of the
+  MSE term in the shared layout, its agents' fraction of it in the chunked
+  layout).  DDP all-reduces the gradients with a *sum* hook, so every worker
+  holds the single process's gradient (a sum over agents) and takes the same
+  Adam step; parameters stay identical on every worker without broadcasts.
+
+Rank 0 does what one process does besides: it validates (on the whole
+validation population), keeps the history and writes the run directory --
+``config.json``, ``metrics.csv``, ``tb/``, ``checkpoint.pt`` and ``model.pt``,
+in the single-process format, so a run can be resumed by either trainer (the
+checkpoint's ``rule`` state, e.g. ``eq_ppo``'s running means over all agents, is
+the same on every worker).  The driver (the calling process) checks every
+setting and holds the run directory's lock before any worker starts; worker
+errors come back as the exception the worker raised (``ConfigError``,
+``DivergenceError``, ...).  On a cluster, give a run directory on a file system
+the driver and rank 0 share.
+
+Supported: every update rule marked ``shardable`` (``reinforce_weighted``,
+``reinforce_paper``, ``eq_ppo``, ``pathwise``; not the Plain PM's ``mse``, which
+has no per-agent work to split), both layouts, the combined objective, every
+scale setting, validation and selection, resume.  Not supported: agent groups
+that score themselves (:func:`eq_envs.agent_shards.check_shardable`), e.g. the
+Gymnasium-env group.  Each worker uses ``cpus_per_worker`` torch threads
+(``EQPM_THREADS`` overrides).  Measured speed-ups are in BENCHMARKS.md.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+
+from eq_envs.agent_shards import check_shardable, population_shard, shard_ranges
+from eq_envs.population import Population
+from eq_envs.population_file import check_recorded, record_population
+from trainers.config import ConfigError, TrainConfig
+from trainers.errors import DivergenceError
+from trainers.networks import build_public_model, save_public_model
+from trainers.rollout import collect_rollout
+from trainers.rundir import RunDirLock, check_run_dir
+from trainers.selection import validation_metrics
+from trainers.training import (
+    _ADDED_DEFAULTS,
+    CHECKPOINT_VERSION,
+    CSV_FIELDS,
+    TrainResult,
+    _anneal_scale,
+    _atomic_save,
+    _divergence_message,
+    _EpochAccumulator,
+    _load_checkpoint,
+    _make_selector,
+    _policy_std,
+    _set_threads,
+    _setup_scale,
+    _warm_start,
+    _write_csv,
+    build_update_rule,
+    population_regret_fn,
+)
+from trainers.updates import NonFiniteError, UpdateRule
+from trainers.updates.base import AgentShard
+
+log = logging.getLogger("trainers")
+T = TypeVar("T")
+
+
+# ---------------------------------------------------------------------- the collectives a rule reduces through
+class WorkerShard(AgentShard):
+    """A worker's contiguous shard of the agents; reductions over all agents are gloo all-reduces.
+
+    Args:
+        agents: the shard's agents among the population's ``num_agents``.
+        num_agents: ``M``, all agents.
+        per_agent_inputs: the chunked layout (agents see their own inputs), where a
+            mean over the public inputs is a mean over agents' inputs.
+        world: ``W``, the number of workers.
+    """
+
+    def __init__(self, agents: slice, num_agents: int, per_agent_inputs: bool, world: int) -> None:
+        self.agents, self.num_agents, self.per_agent_inputs = agents, int(num_agents), bool(per_agent_inputs)
+        self.size = agents.stop - agents.start
+        # shared layout: every worker computes the same MSE, 1/W of it each; chunked: the shard's agents' fraction
+        self.input_share = self.size / self.num_agents if self.per_agent_inputs else 1.0 / world
+
+    def gather(self, x: Tensor) -> Tensor:
+        # every worker fills its columns of a zero [..., M] tensor and the sum is exact (x + 0 = x)
+        full = x.new_zeros((*x.shape[:-1], self.num_agents))
+        full[..., self.agents] = x
+        dist.all_reduce(full)
+        return full
+
+    def _total(self, *sums: Tensor) -> Tensor:
+        t = torch.stack([s.to(torch.float64) for s in sums])
+        dist.all_reduce(t)
+        return t
+
+    def mean(self, x: Tensor) -> Tensor:
+        s, n = self._total(x.sum(dtype=torch.float64), torch.tensor(float(x.numel())))
+        return (s / n).to(x.dtype)
+
+    def mean_std(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        mean = self.mean(x)
+        ss, n = self._total(((x - mean) ** 2).sum(dtype=torch.float64), torch.tensor(float(x.numel())))
+        return mean, (ss / (n - 1)).sqrt().to(x.dtype)
+
+    def input_mean(self, value: Tensor) -> Tensor:
+        if not self.per_agent_inputs:
+            return value
+        return self._total(value.detach().double() * (self.size / self.num_agents))[0].to(value.dtype)
+
+
+def _sum_hook(process_group, bucket):  # no annotations: DDP checks them against its own types at runtime
+    """DDP communication hook: all-reduce a gradient bucket by *sum* (DDP's default averages)."""
+    work = dist.all_reduce(bucket.buffer(), group=process_group, async_op=True)
+    return work.get_future().then(lambda fut: fut.value()[0])
+
+
+class _Policy(torch.nn.Module):
+    """The public model as the rollout collector and the rules call it (``distribution``, ``parameters``), via DDP."""
+
+    def __init__(self, ddp: DistributedDataParallel) -> None:
+        super().__init__()
+        self.ddp = ddp
+
+    def distribution(self, x: Tensor):
+        return self.ddp(x)  # PublicModel.forward is its distribution(); DDP must see the forward to sync gradients
+
+
+def _from_rank0(make: Callable[[], T]) -> T:
+    """Rank 0 runs ``make``; every rank gets its result, or raises the exception it raised (no rank hangs)."""
+    box: list[Any] = [None]
+    if dist.get_rank() == 0:
+        try:
+            box[0] = ("ok", make())
+        except Exception as exc:  # noqa: BLE001 - handed to every rank, which re-raises it
+            box[0] = ("error", exc)
+    dist.broadcast_object_list(box, src=0)
+    kind, value = box[0]
+    if kind == "error":
+        raise value
+    return value
+
+
+# ---------------------------------------------------------------------- settings
+def check_settings(cfg: TrainConfig, workers: int, pop: Population | None = None) -> tuple[Population, UpdateRule]:
+    """The training population and update rule of ``cfg`` on ``workers`` workers, or a one-line ``ConfigError``."""
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ConfigError(f"workers={workers!r} is not accepted; accepted: an integer >= 1")
+    pop = cfg.build_population("train") if pop is None else pop
+    if int(cfg.model_config.get("horizon", 1)) != pop.horizon:
+        raise ConfigError(f"model horizon {cfg.model_config.get('horizon')} does not match population {pop.name} "
+                          f"horizon {pop.horizon}")
+    rule = build_update_rule(cfg, pop)
+    if not rule.shardable:
+        from trainers.updates import RULES
+        accepted = ", ".join(n for n, r in RULES.items() if r.shardable)
+        what = "objective='mse' (the Plain PM)" if rule.name == "mse" else f"estimator={rule.name!r}"
+        raise ConfigError(f"{what} cannot be trained over agent shards (workers={workers}); accepted: an Equitable "
+                          f"PM with estimator {accepted}, or the single-process trainer (workers=1: trainers.training.train)")
+    if workers > pop.num_agents:
+        raise ConfigError(f"workers={workers} is more than the {pop.num_agents} agents of population {pop.name}; "
+                          f"accepted: 1 to {pop.num_agents} workers")
+    try:
+        check_shardable(pop)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    return pop, rule
+
+
+# ---------------------------------------------------------------------- the driver
+def train_distributed(cfg: TrainConfig, run_dir: str | Path | None = None, *, workers: int = 2,
+                      address: str | None = None, cpus_per_worker: int = 1, resume: bool = True,
+                      progress: bool = False, stop_after_epoch: int | None = None,
+                      tensorboard: bool = True) -> TrainResult:
+    """Train as :func:`trainers.training.train` does, on ``workers`` Ray Train workers (module docstring).
+
+    Args:
+        cfg, run_dir, resume, stop_after_epoch, tensorboard: as :func:`trainers.training.train`.
+        workers: ``W`` worker processes, each holding ``M / W`` of the agents.
+        address: a Ray cluster to join (``"auto"``, ``"ray://host:10001"``); ``None`` starts a local Ray
+            instance on this machine (or uses the one this process already started).
+        cpus_per_worker: CPUs Ray reserves for each worker, and its torch threads.
+        progress: rank 0 prints one line per epoch (forwarded by Ray to this process's output).
+
+    Raises:
+        ConfigError, RunDirError, DivergenceError: as :func:`trainers.training.train`, whichever worker raised it.
+    """
+    pop, _ = check_settings(cfg, workers)
+    del pop  # the workers build their own shards; only the settings' check needed it here
+    if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int) or cpus_per_worker < 1:
+        raise ConfigError(f"cpus_per_worker={cpus_per_worker!r} is not accepted; accepted: an integer >= 1")
+    if address is not None and (not isinstance(address, str) or not address.strip()):
+        raise ConfigError(f"address={address!r} is not accepted; accepted: a Ray address (auto, ray://host:10001)")
+    out = check_run_dir(run_dir).resolve() if run_dir is not None else None
+
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    with contextlib.ExitStack() as held:
+        if out is not None:
+            held.enter_context(RunDirLock(out))  # the settings are checked: only now is anything written
+        if not ray.is_initialized():
+            if address is None:
+                ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker), include_dashboard=False,
+                         log_to_driver=progress, configure_logging=False)
+            else:
+                ray.init(address=address, log_to_driver=progress, configure_logging=False)
+            held.callback(ray.shutdown)
+        storage = held.enter_context(tempfile.TemporaryDirectory(prefix="eqpm-ray-"))
+        job = {"cfg": cfg, "run_dir": str(out) if out is not None else None, "resume": resume,
+               "stop_after_epoch": stop_after_epoch, "tensorboard": tensorboard, "progress": progress,
+               "threads": cpus_per_worker, "cwd": os.getcwd()}
+        trainer = TorchTrainer(_worker_main, train_loop_config=job,  # type: ignore[arg-type]  # (returns bytes)
+                               torch_config=TorchConfig(backend="gloo"),
+                               scaling_config=ScalingConfig(num_workers=workers, use_gpu=False,
+                                                            resources_per_worker={"CPU": cpus_per_worker}),
+                               run_config=RunConfig(name=f"eqpm-{int(time.time())}", storage_path=storage))
+        try:
+            result = trainer.fit()
+        except Exception as exc:
+            raise _worker_error(exc) from None
+    # rank 0's return value (Ray Train V2's Result.return_value), as torch.save bytes
+    done = torch.load(io.BytesIO(result.return_value), weights_only=True)  # type: ignore[attr-defined]
+    model = build_public_model(cfg.model_config)
+    model.load_state_dict(done["model"])
+    model.eval()
+    return TrainResult(model=model, history=done["history"], run_dir=out, selected_epoch=done["selected_epoch"],
+                       stopped_early=done["stopped_early"])
+
+
+def _worker_error(exc: Exception) -> Exception:
+    """The exception a worker raised (rank 0's first), from Ray Train's ``WorkerGroupError``; else ``exc``."""
+    failures = getattr(exc, "worker_failures", None) or {}
+    for rank in sorted(failures):
+        err = failures[rank]
+        cause = getattr(err, "cause", None)  # a RayTaskError wraps the worker's own exception
+        return cause if isinstance(cause, Exception) else err
+    return exc
+
+
+def _worker_main(job: dict[str, Any]) -> bytes | None:
+    """Ray Train's ``train_loop_per_worker``: the process group (gloo) is set up; train this worker's shard.
+
+    Rank 0 returns its result as ``torch.save`` bytes (Ray Train refuses tensors in a return value).
+    """
+    if os.path.isdir(job["cwd"]):
+        os.chdir(job["cwd"])  # Ray Train starts workers in its own directory; relative paths in cfg are the driver's
+    torch.set_num_threads(job["threads"])
+    done = train_worker(job["cfg"], job["run_dir"], resume=job["resume"], stop_after_epoch=job["stop_after_epoch"],
+                        tensorboard=job["tensorboard"], progress=job["progress"])
+    if done is None:
+        return None
+    buf = io.BytesIO()
+    torch.save(done, buf)
+    return buf.getvalue()
+
+
+# ---------------------------------------------------------------------- one worker
+def _noise(K: int, M: int, B: int, H: int, generator: torch.Generator, agents: slice) -> Tensor | None:
+    """The whole population's noise ``[K, M, B, H]``, drawn as one process draws it; this shard's slice of it."""
+    if K == 0:
+        return None
+    return torch.randn((K, M, B, H), generator=generator)[:, agents].contiguous()
+
+
+def _reduce_epoch(acc: _EpochAccumulator, shard: WorkerShard) -> None:
+    """Turn a worker's sums over its agents into the sums over all agents that the epoch's row is made of."""
+    acc.det = shard.gather(acc.det)
+    acc.det_weighted = shard.gather(acc.det_weighted)
+    # sample_regret sums per-batch means over the shard's samples; over all agents they weigh by shard size
+    total = shard._total(torch.tensor(acc.sums["sample_regret"] * shard.size / shard.num_agents),
+                         torch.tensor(float(acc.decisions)))
+    acc.sums["sample_regret"], acc.decisions = float(total[0]), int(total[1])
+
+
+def _restore(cfg: TrainConfig, out: Path | None, resume: bool) -> dict[str, Any] | None:
+    """Rank 0: the run directory's checkpoint to resume from (checked as the single process checks it), or None;
+    then ``config.json`` (and a spec population's recorded files)."""
+    ck = None
+    if out is None:
+        return None
+    out.mkdir(parents=True, exist_ok=True)  # train_distributed's lock made it; a launcher of train_worker may not
+    ckpt_path = out / "checkpoint.pt"
+    if ckpt_path.exists() and resume:
+        ck = _load_checkpoint(ckpt_path)
+        saved = json.loads(ck["config"])
+        mine = cfg.to_dict()
+        diff = sorted(k for k in mine if k != "epochs" and saved.get(k, _ADDED_DEFAULTS.get(k)) != mine[k])
+        if diff:
+            raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
+                              f"use another run directory or resume with the same settings")
+        if int(ck["epoch"]) > cfg.epochs:
+            raise ConfigError(f"{ckpt_path}: the run is already at epoch {int(ck['epoch'])}, past epochs="
+                              f"{cfg.epochs}; accepted: epochs >= {int(ck['epoch'])} to continue it, or "
+                              f"another run directory")
+        check_recorded(out)
+        log.info("resuming %s from epoch %d", out, int(ck["epoch"]) + 1)
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if isinstance(cfg.population, dict):
+        record_population(cfg.population, out)
+    return ck
+
+
+def train_worker(cfg: TrainConfig, run_dir: str | Path | None, *, resume: bool = True,
+                 stop_after_epoch: int | None = None, tensorboard: bool = True,
+                 progress: bool = False) -> dict[str, Any] | None:
+    """One worker's part of :func:`train_distributed`, in an initialised ``torch.distributed`` process group.
+
+    Every rank runs this with the same arguments; rank 0 returns the trained model's
+    ``state_dict``, the history, the selected epoch and the early-stop epoch, the
+    others ``None``.  Ray Train's ``TorchTrainer`` calls it through
+    :func:`_worker_main`; any launcher of a gloo process group can (the tests use
+    ``torch.multiprocessing``).
+    """
+    rank, world = dist.get_rank(), dist.get_world_size()
+    _set_threads()
+    out = Path(run_dir) if run_dir is not None else None
+    whole, rule = check_settings(cfg, world)
+    agents = shard_ranges(whole.num_agents, world)[rank]
+    pop = population_shard(whole, agents)
+    shard = WorkerShard(agents, whole.num_agents, whole.per_agent_inputs, world)
+    rule.shard = shard
+    M, H = whole.num_agents, whole.horizon
+    val_pop = cfg.build_population("val") if rank == 0 and cfg.val_fraction > 0 and cfg.validate_every else None
+    selector = _make_selector(cfg, val_pop) if rank == 0 else None
+
+    torch.manual_seed(cfg.seed)
+    model = build_public_model(cfg.model_config)
+    if cfg.init_from is not None:
+        _warm_start(model, cfg.init_from)
+    scale_start = _setup_scale(cfg, model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.lr_gamma)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    history: list[dict[str, float]] = []
+    start_epoch, saved_epoch, stopped_early = 1, None, None
+    ck = _from_rank0(lambda: _restore(cfg, out, resume))
+    if ck is not None:
+        model.load_state_dict(ck["model"])
+        opt.load_state_dict(ck["optimizer"])
+        sched.load_state_dict(ck["scheduler"])
+        gen.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        rule.load_state_dict(ck.get("rule", {}))
+        if selector is not None and "selector" in ck:
+            selector.load_state_dict(ck["selector"])
+        stopped_early = ck.get("stopped_early")
+        history = [dict(h) for h in ck["history"]]
+        start_epoch = saved_epoch = int(ck["epoch"])
+        start_epoch += 1
+    del ck
+    policy = _Policy(DistributedDataParallel(model, broadcast_buffers=False))
+    policy.ddp.register_comm_hook(None, _sum_hook)
+
+    writer = None
+    if rank == 0 and out is not None and tensorboard:
+        from torch.utils.tensorboard import SummaryWriter
+        writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch)
+    steps = pop.num_steps
+    num_batches = (steps + cfg.batch_size - 1) // cfg.batch_size
+    if cfg.max_batches is not None:
+        num_batches = min(num_batches, cfg.max_batches)
+    weights = pop.agent_weights if any(w != 1.0 for w in pop.weights) else None
+    totals = {k: float(history[-1].get(k, 0)) if history else 0.0 for k in ("positions", "decisions", "grad_steps")}
+
+    def end_epoch(epoch: int, acc: _EpochAccumulator, lr: float, seconds: float) -> tuple[int | None, int | None]:
+        """Rank 0: the epoch's row, validation, logs and checkpoint; returns (stopped_early, saved_epoch)."""
+        nonlocal stopped_early, saved_epoch
+        assert selector is not None
+        for k in totals:
+            totals[k] += getattr(acc, k)
+        row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": seconds, "batches": num_batches, **totals}
+        row["policy_std"] = _policy_std(model)
+        if val_pop is not None and (epoch % cfg.validate_every == 0 or epoch == cfg.epochs):
+            metrics = validation_metrics(model, val_pop, cfg.q)
+            row.update(metrics, val_admissible=float(selector.admissible(metrics)))
+            selector.update(epoch, metrics, model)
+            row["selected_epoch"] = selector.best_epoch if selector.best_epoch is not None else math.nan
+            if selector.should_stop:
+                stopped_early = epoch
+        history.append(row)
+        if writer is not None:
+            for k in CSV_FIELDS[1:]:
+                if isinstance(row.get(k), float) and math.isfinite(row[k]):
+                    writer.add_scalar(f"train/{k}", row[k], epoch)
+        if progress:
+            print(f"epoch {epoch}/{cfg.epochs}: loss {row['loss']:.4g}, mean_regret {row['mean_regret']:.4g}, "
+                  f"{seconds:.1f} s ({world} workers)", file=sys.stderr, flush=True)
+        if out is not None:
+            _write_csv(out / "metrics.csv", history)
+            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopped_early is not None:
+                _atomic_save({"version": CHECKPOINT_VERSION, "config": json.dumps(cfg.to_dict()), "epoch": epoch,
+                              "model": model.state_dict(), "optimizer": opt.state_dict(),
+                              "scheduler": sched.state_dict(), "generator": gen.get_state(),
+                              "torch_rng": torch.get_rng_state(), "rule": rule.state_dict(),
+                              "selector": selector.state_dict(), "stopped_early": stopped_early,
+                              "history": history}, out / "checkpoint.pt")
+                saved_epoch = epoch
+        return stopped_early, saved_epoch
+
+    for epoch in range(start_epoch, cfg.epochs + 1):
+        if stopped_early is not None:  # a resumed run that patience had already stopped
+            break
+        t0 = time.perf_counter()
+        model.train()
+        lr = opt.param_groups[0]["lr"]
+        perm = torch.randperm(steps, generator=gen)
+        acc = _EpochAccumulator(pop.num_agents)
+        for b in range(num_batches):
+            if scale_start is not None:
+                _anneal_scale(cfg, model, scale_start, (epoch - 1) * num_batches + b, cfg.epochs * num_batches)
+            index = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x, y = pop.observation(index), pop.truth(index).float()
+            noise = _noise(rule.rollout_samples, M, int(index.numel()), H, gen, agents)
+            rollout = collect_rollout(policy, x, population_regret_fn(pop, index), num_agents=pop.num_agents,
+                                      num_samples=rule.rollout_samples, y_true=y, generator=gen,
+                                      deterministic_regret=True, agent_weights=weights, noise=noise)
+            try:
+                stats = rule.update(policy, opt, rollout, generator=gen)
+            except NonFiniteError as exc:
+                raise DivergenceError(_divergence_message(cfg, rule, epoch, b, num_batches, exc,
+                                                          saved_epoch if out is not None else -1)) from None
+            acc.add(rollout, stats)
+        sched.step()
+        _reduce_epoch(acc, shard)
+        seconds = time.perf_counter() - t0
+        stopped_early, saved_epoch = _from_rank0(lambda: end_epoch(epoch, acc, lr, seconds))  # noqa: B023
+        if stopped_early is not None or (stop_after_epoch is not None and epoch >= stop_after_epoch):
+            break
+
+    if writer is not None:
+        writer.close()
+    if rank != 0:
+        return None
+    assert selector is not None
+    finished = stopped_early is not None or not history or history[-1]["epoch"] == cfg.epochs
+    selected = None
+    if finished and selector.criterion != "last" and selector.best_state is not None:
+        model.load_state_dict(selector.best_state)  # model.pt is the validation-selected epoch
+        selected = selector.best_epoch
+    model.eval()
+    if out is not None and finished:
+        save_public_model(out / "model.pt", model)
+    return {"model": model.state_dict(), "history": history, "selected_epoch": selected, "stopped_early": stopped_early}
