@@ -162,8 +162,8 @@ def _run_gloo(jobs: list, world: int = 2) -> list:
 
 
 def test_gloo_workers_match_one_process_for_every_shardable_rule(tmp_path: Path) -> None:
-    """eq_ppo (several groups with weights, shards across a group boundary), pathwise with the MSE term, the
-    chunked layout with the MSE term and linear credit, the paper's estimator, and a resumed run."""
+    """eq_ppo (several groups with weights, shards across a group boundary, target-KL stop), pathwise with the MSE
+    term, the chunked layout with the MSE term and linear credit, the paper's estimator, and resumed runs."""
     cases = {
         "eq_ppo mixed": TrainConfig(population="mixed", q_plus_1=3, estimator="eq_ppo", num_samples=2, model=MLP,
                                     update={"epochs": 2, "minibatches": 2, "target_kl": 0.05}, **SMALL),
@@ -174,17 +174,21 @@ def test_gloo_workers_match_one_process_for_every_shardable_rule(tmp_path: Path)
                                        **SMALL),
     }
     resumed = TrainConfig(population="ev-similar", q_plus_1=3, model=MLP, **{**SMALL, "epochs": 3})
+    train(resumed, tmp_path / "from_one", stop_after_epoch=1, tensorboard=False)  # one process's checkpoint
     jobs = [(cfg, None, None) for cfg in cases.values()]
-    jobs += [(resumed, str(tmp_path / "workers"), 1), (resumed, str(tmp_path / "workers"), None)]
+    jobs += [(resumed, str(tmp_path / "workers"), 1), (resumed, str(tmp_path / "workers"), None),
+             (resumed, str(tmp_path / "from_one"), None)]
     done = _run_gloo(jobs)
     for (what, cfg), got in zip(cases.items(), done):
         assert_same_run(_single(cfg), got, what)
-    # stopped after epoch 1 and resumed by the workers: the single process's uninterrupted run
+    # stopped after epoch 1 and resumed by the workers (from their own checkpoint, and from one process's):
+    # the single process's uninterrupted run
     single = _single(resumed, tmp_path / "single")
-    assert_same_run(single, done[-1], "resumed")
-    assert len(done[-2]["history"]) == 1
+    assert len(done[-3]["history"]) == 1
+    assert_same_run(single, done[-2], "stopped and resumed by the workers")
+    assert_same_run(single, done[-1], "resumed by the workers from one process's checkpoint")
     saved = load_public_model(tmp_path / "workers" / "model.pt").state_dict()
-    assert all(torch.equal(saved[k], v) for k, v in done[-1]["model"].items())
+    assert all(torch.equal(saved[k], v) for k, v in done[-2]["model"].items())
     assert (tmp_path / "workers" / "metrics.csv").read_text().splitlines()[0] == \
         (tmp_path / "single" / "metrics.csv").read_text().splitlines()[0]
 

@@ -58,9 +58,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
-import math
 import os
 import sys
 import tempfile
@@ -76,28 +74,29 @@ from torch.nn.parallel import DistributedDataParallel
 
 from eq_envs.agent_shards import check_shardable, population_shard, shard_ranges
 from eq_envs.population import Population
-from eq_envs.population_file import check_recorded, record_population
 from trainers.config import ConfigError, TrainConfig
 from trainers.errors import DivergenceError
-from trainers.networks import build_public_model, save_public_model
+from trainers.networks import build_public_model
 from trainers.rollout import collect_rollout
 from trainers.rundir import RunDirLock, check_run_dir
-from trainers.selection import validation_metrics
+from trainers.selection import Selector
 from trainers.training import (
-    _ADDED_DEFAULTS,
-    CHECKPOINT_VERSION,
-    CSV_FIELDS,
     TrainResult,
     _anneal_scale,
     _atomic_save,
+    _build_model,
+    _checkpoint,
     _divergence_message,
     _EpochAccumulator,
-    _load_checkpoint,
+    _finish,
+    _log_row,
     _make_selector,
+    _open_checkpoint,
     _policy_std,
+    _record_config,
+    _restore,
     _set_threads,
-    _setup_scale,
-    _warm_start,
+    _validate_epoch,
     _write_csv,
     build_update_rule,
     population_regret_fn,
@@ -319,31 +318,17 @@ def _reduce_epoch(acc: _EpochAccumulator, shard: WorkerShard) -> None:
     acc.sums["sample_regret"], acc.decisions = float(total[0]), int(total[1])
 
 
-def _restore(cfg: TrainConfig, out: Path | None, resume: bool) -> dict[str, Any] | None:
-    """Rank 0: the run directory's checkpoint to resume from (checked as the single process checks it), or None;
-    then ``config.json`` (and a spec population's recorded files)."""
-    ck = None
+def _open_run_dir(cfg: TrainConfig, out: Path | None, resume: bool) -> dict[str, Any] | None:
+    """Rank 0: the run directory's checkpoint to resume from (checked as one process checks it), or None;
+    then ``config.json`` (and a spec population's file record)."""
     if out is None:
         return None
     out.mkdir(parents=True, exist_ok=True)  # train_distributed's lock made it; a launcher of train_worker may not
     ckpt_path = out / "checkpoint.pt"
-    if ckpt_path.exists() and resume:
-        ck = _load_checkpoint(ckpt_path)
-        saved = json.loads(ck["config"])
-        mine = cfg.to_dict()
-        diff = sorted(k for k in mine if k != "epochs" and saved.get(k, _ADDED_DEFAULTS.get(k)) != mine[k])
-        if diff:
-            raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
-                              f"use another run directory or resume with the same settings")
-        if int(ck["epoch"]) > cfg.epochs:
-            raise ConfigError(f"{ckpt_path}: the run is already at epoch {int(ck['epoch'])}, past epochs="
-                              f"{cfg.epochs}; accepted: epochs >= {int(ck['epoch'])} to continue it, or "
-                              f"another run directory")
-        check_recorded(out)
+    ck = _open_checkpoint(cfg, ckpt_path, out) if ckpt_path.exists() and resume else None
+    if ck is not None:
         log.info("resuming %s from epoch %d", out, int(ck["epoch"]) + 1)
-    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-    if isinstance(cfg.population, dict):
-        record_population(cfg.population, out)
+    _record_config(cfg, out)
     return ck
 
 
@@ -367,33 +352,17 @@ def train_worker(cfg: TrainConfig, run_dir: str | Path | None, *, resume: bool =
     shard = WorkerShard(agents, whole.num_agents, whole.per_agent_inputs, world)
     rule.shard = shard
     M, H = whole.num_agents, whole.horizon
+    # rank 0 validates and selects; the others keep a selector only to load the checkpoint into
     val_pop = cfg.build_population("val") if rank == 0 and cfg.val_fraction > 0 and cfg.validate_every else None
-    selector = _make_selector(cfg, val_pop) if rank == 0 else None
+    selector = _make_selector(cfg, val_pop) if rank == 0 else Selector("last")
 
-    torch.manual_seed(cfg.seed)
-    model = build_public_model(cfg.model_config)
-    if cfg.init_from is not None:
-        _warm_start(model, cfg.init_from)
-    scale_start = _setup_scale(cfg, model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.lr_gamma)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    model, scale_start, opt, sched, gen = _build_model(cfg)
     history: list[dict[str, float]] = []
     start_epoch, saved_epoch, stopped_early = 1, None, None
-    ck = _from_rank0(lambda: _restore(cfg, out, resume))
+    ck = _from_rank0(lambda: _open_run_dir(cfg, out, resume))  # one process reads, everybody restores
     if ck is not None:
-        model.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        sched.load_state_dict(ck["scheduler"])
-        gen.set_state(ck["generator"])
-        torch.set_rng_state(ck["torch_rng"])
-        rule.load_state_dict(ck.get("rule", {}))
-        if selector is not None and "selector" in ck:
-            selector.load_state_dict(ck["selector"])
-        stopped_early = ck.get("stopped_early")
-        history = [dict(h) for h in ck["history"]]
-        start_epoch = saved_epoch = int(ck["epoch"])
-        start_epoch += 1
+        history, saved_epoch, stopped_early = _restore(ck, model, opt, sched, gen, rule, selector)
+        start_epoch = saved_epoch + 1
     del ck
     policy = _Policy(DistributedDataParallel(model, broadcast_buffers=False))
     policy.ddp.register_comm_hook(None, _sum_hook)
@@ -412,35 +381,22 @@ def train_worker(cfg: TrainConfig, run_dir: str | Path | None, *, resume: bool =
     def end_epoch(epoch: int, acc: _EpochAccumulator, lr: float, seconds: float) -> tuple[int | None, int | None]:
         """Rank 0: the epoch's row, validation, logs and checkpoint; returns (stopped_early, saved_epoch)."""
         nonlocal stopped_early, saved_epoch
-        assert selector is not None
         for k in totals:
             totals[k] += getattr(acc, k)
         row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": seconds, "batches": num_batches, **totals}
         row["policy_std"] = _policy_std(model)
-        if val_pop is not None and (epoch % cfg.validate_every == 0 or epoch == cfg.epochs):
-            metrics = validation_metrics(model, val_pop, cfg.q)
-            row.update(metrics, val_admissible=float(selector.admissible(metrics)))
-            selector.update(epoch, metrics, model)
-            row["selected_epoch"] = selector.best_epoch if selector.best_epoch is not None else math.nan
-            if selector.should_stop:
-                stopped_early = epoch
+        if _validate_epoch(cfg, epoch, row, val_pop, selector, model):
+            stopped_early = epoch
         history.append(row)
-        if writer is not None:
-            for k in CSV_FIELDS[1:]:
-                if isinstance(row.get(k), float) and math.isfinite(row[k]):
-                    writer.add_scalar(f"train/{k}", row[k], epoch)
+        _log_row(writer, row, epoch)
         if progress:
             print(f"epoch {epoch}/{cfg.epochs}: loss {row['loss']:.4g}, mean_regret {row['mean_regret']:.4g}, "
                   f"{seconds:.1f} s ({world} workers)", file=sys.stderr, flush=True)
         if out is not None:
             _write_csv(out / "metrics.csv", history)
             if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopped_early is not None:
-                _atomic_save({"version": CHECKPOINT_VERSION, "config": json.dumps(cfg.to_dict()), "epoch": epoch,
-                              "model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                              "torch_rng": torch.get_rng_state(), "rule": rule.state_dict(),
-                              "selector": selector.state_dict(), "stopped_early": stopped_early,
-                              "history": history}, out / "checkpoint.pt")
+                _atomic_save(_checkpoint(cfg, epoch, model, opt, sched, gen, rule, selector, stopped_early, history),
+                             out / "checkpoint.pt")
                 saved_epoch = epoch
         return stopped_early, saved_epoch
 
@@ -478,13 +434,5 @@ def train_worker(cfg: TrainConfig, run_dir: str | Path | None, *, resume: bool =
         writer.close()
     if rank != 0:
         return None
-    assert selector is not None
-    finished = stopped_early is not None or not history or history[-1]["epoch"] == cfg.epochs
-    selected = None
-    if finished and selector.criterion != "last" and selector.best_state is not None:
-        model.load_state_dict(selector.best_state)  # model.pt is the validation-selected epoch
-        selected = selector.best_epoch
-    model.eval()
-    if out is not None and finished:
-        save_public_model(out / "model.pt", model)
+    selected = _finish(cfg, model, selector, history, stopped_early, out)
     return {"model": model.state_dict(), "history": history, "selected_epoch": selected, "stopped_early": stopped_early}

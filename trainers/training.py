@@ -152,6 +152,110 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _open_checkpoint(cfg: TrainConfig, ckpt_path: Path, out: Path) -> dict[str, Any]:
+    """The run directory's checkpoint, checked for resuming ``cfg``: the same settings (but ``epochs``), an
+    epoch not past ``cfg.epochs``, the population's data files unchanged; else one line saying what to do."""
+    ck = _load_checkpoint(ckpt_path)
+    saved = json.loads(ck["config"])
+    mine = cfg.to_dict()
+    # settings added after a checkpoint was written count as their default there
+    diff = sorted(k for k in mine if k != "epochs" and saved.get(k, _ADDED_DEFAULTS.get(k)) != mine[k])
+    if diff:
+        raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
+                          f"use another run directory or resume with the same settings")
+    if int(ck["epoch"]) > cfg.epochs:
+        raise ConfigError(f"{ckpt_path}: the run is already at epoch {int(ck['epoch'])}, past epochs="
+                          f"{cfg.epochs}; accepted: epochs >= {int(ck['epoch'])} to continue it, or "
+                          f"another run directory")
+    check_recorded(out)  # a population's data files must be the ones the run started with
+    return ck
+
+
+def _build_model(cfg: TrainConfig) -> tuple[PublicModel, float | None, torch.optim.Adam,
+                                            torch.optim.lr_scheduler.StepLR, torch.Generator]:
+    """The run's seeded model (warm-started, its scale set up), the start of a scale anneal, Adam, StepLR and
+    the generator of the run's sampling noise and batch order."""
+    torch.manual_seed(cfg.seed)
+    model = build_public_model(cfg.model_config)
+    if cfg.init_from is not None:
+        _warm_start(model, cfg.init_from)
+    scale_start = _setup_scale(cfg, model)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.lr_gamma)
+    return model, scale_start, opt, sched, torch.Generator().manual_seed(cfg.seed)
+
+
+def _checkpoint(cfg: TrainConfig, epoch: int, model: PublicModel, opt: torch.optim.Optimizer, sched: Any,
+                gen: torch.Generator, rule: UpdateRule, selector: Selector, stopped_early: int | None,
+                history: list[dict[str, float]]) -> dict[str, Any]:
+    """The contents of ``checkpoint.pt`` after ``epoch``."""
+    return {"version": CHECKPOINT_VERSION, "config": json.dumps(cfg.to_dict()), "epoch": epoch,
+            "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+            "generator": gen.get_state(), "torch_rng": torch.get_rng_state(), "rule": rule.state_dict(),
+            "selector": selector.state_dict(), "stopped_early": stopped_early, "history": history}
+
+
+def _restore(ck: dict[str, Any], model: PublicModel, opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator,
+             rule: UpdateRule, selector: Selector) -> tuple[list[dict[str, float]], int, int | None]:
+    """Load a checkpoint's states; return its history, its epoch and the epoch patience stopped at (or None)."""
+    model.load_state_dict(ck["model"])
+    opt.load_state_dict(ck["optimizer"])
+    sched.load_state_dict(ck["scheduler"])
+    gen.set_state(ck["generator"])
+    torch.set_rng_state(ck["torch_rng"])
+    rule.load_state_dict(ck.get("rule", {}))
+    if "selector" in ck:
+        selector.load_state_dict(ck["selector"])
+    return [dict(h) for h in ck["history"]], int(ck["epoch"]), ck.get("stopped_early")
+
+
+def _record_config(cfg: TrainConfig, out: Path) -> None:
+    """``config.json``, and a spec population's file record (:func:`eq_envs.population_file.record_population`)."""
+    (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+    if isinstance(cfg.population, dict):
+        record_population(cfg.population, out)
+
+
+def _validate_epoch(cfg: TrainConfig, epoch: int, row: dict[str, float], val_pop: Population | None,
+                    selector: Selector, model: PublicModel) -> bool:
+    """Score the epoch's model on the validation split when due (its columns go into ``row``); True when
+    ``patience`` stops the run here."""
+    if val_pop is None or not cfg.validate_every or not (epoch % cfg.validate_every == 0 or epoch == cfg.epochs):
+        return False
+    metrics = validation_metrics(model, val_pop, cfg.q)
+    row.update(metrics, val_admissible=float(selector.admissible(metrics)))
+    selector.update(epoch, metrics, model)
+    row["selected_epoch"] = selector.best_epoch if selector.best_epoch is not None else math.nan
+    if selector.should_stop:
+        log.info("early stop at epoch %d: no better %s on validation for %d epochs (best: epoch %s)",
+                 epoch, selector.criterion, selector.patience, selector.best_epoch)
+    return selector.should_stop
+
+
+def _log_row(writer: Any, row: dict[str, float], epoch: int) -> None:
+    """The epoch's finite numbers to TensorBoard (``writer`` None: nothing)."""
+    if writer is None:
+        return
+    for k in CSV_FIELDS[1:]:
+        if isinstance(row.get(k), float) and math.isfinite(row[k]):
+            writer.add_scalar(f"train/{k}", row[k], epoch)
+
+
+def _finish(cfg: TrainConfig, model: PublicModel, selector: Selector, history: list[dict[str, float]],
+            stopped_early: int | None, out: Path | None) -> int | None:
+    """Put the validation-selected weights into ``model`` and write ``model.pt`` if the run finished; return the
+    selected epoch (None: the last epoch's weights)."""
+    finished = stopped_early is not None or not history or history[-1]["epoch"] == cfg.epochs
+    selected = None
+    if finished and selector.criterion != "last" and selector.best_state is not None:
+        model.load_state_dict(selector.best_state)  # model.pt is the validation-selected epoch
+        selected = selector.best_epoch
+    model.eval()
+    if out is not None and finished:
+        save_public_model(out / "model.pt", model)
+    return selected
+
+
 def _set_threads() -> None:
     # Deterministic CPU results need a fixed thread count across resume; respect the user's setting.
     if os.environ.get("EQPM_THREADS"):
@@ -196,14 +300,7 @@ def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, re
     val_pop = cfg.build_population("val") if cfg.val_fraction > 0 and cfg.validate_every else None
     selector = _make_selector(cfg, val_pop)
 
-    torch.manual_seed(cfg.seed)
-    model = build_public_model(model_cfg)
-    if cfg.init_from is not None:
-        _warm_start(model, cfg.init_from)
-    scale_start = _setup_scale(cfg, model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
-    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.lr_gamma)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    model, scale_start, opt, sched, gen = _build_model(cfg)
     history: list[dict[str, float]] = []
     start_epoch = 1
     saved_epoch: int | None = None  # epoch of the checkpoint in run_dir, for the divergence message
@@ -213,35 +310,11 @@ def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, re
     if out is not None:
         held.enter_context(RunDirLock(out))  # every setting is checked above: only now is anything written
         if ckpt_path is not None and ckpt_path.exists() and resume:
-            ck = _load_checkpoint(ckpt_path)
-            saved = json.loads(ck["config"])
-            mine = cfg.to_dict()
-            # settings added after a checkpoint was written count as their default there
-            diff = sorted(k for k in mine if k != "epochs" and saved.get(k, _ADDED_DEFAULTS.get(k)) != mine[k])
-            if diff:
-                raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
-                                  f"use another run directory or resume with the same settings")
-            if int(ck["epoch"]) > cfg.epochs:
-                raise ConfigError(f"{ckpt_path}: the run is already at epoch {int(ck['epoch'])}, past epochs="
-                                  f"{cfg.epochs}; accepted: epochs >= {int(ck['epoch'])} to continue it, or "
-                                  f"another run directory")
-            check_recorded(out)  # a population's data files must be the ones the run started with
-            model.load_state_dict(ck["model"])
-            opt.load_state_dict(ck["optimizer"])
-            sched.load_state_dict(ck["scheduler"])
-            gen.set_state(ck["generator"])
-            torch.set_rng_state(ck["torch_rng"])
-            rule.load_state_dict(ck.get("rule", {}))
-            if "selector" in ck:
-                selector.load_state_dict(ck["selector"])
-            stopped_early = ck.get("stopped_early")
-            history = [dict(h) for h in ck["history"]]
-            start_epoch = int(ck["epoch"]) + 1
-            saved_epoch = int(ck["epoch"])
+            ck = _open_checkpoint(cfg, ckpt_path, out)
+            history, saved_epoch, stopped_early = _restore(ck, model, opt, sched, gen, rule, selector)
+            start_epoch = saved_epoch + 1
             log.info("resuming %s from epoch %d", out, start_epoch)
-        (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        if isinstance(cfg.population, dict):
-            record_population(cfg.population, out)
+        _record_config(cfg, out)
 
     writer = None
     if out is not None and tensorboard:
@@ -288,32 +361,18 @@ def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, re
         row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": time.perf_counter() - t0,
                "batches": num_batches, **totals}
         row["policy_std"] = _policy_std(model)
-        if val_pop is not None and cfg.validate_every and (epoch % cfg.validate_every == 0 or epoch == cfg.epochs):
-            metrics = validation_metrics(model, val_pop, cfg.q)
-            row.update(metrics, val_admissible=float(selector.admissible(metrics)))
-            selector.update(epoch, metrics, model)
-            row["selected_epoch"] = selector.best_epoch if selector.best_epoch is not None else math.nan
-            if selector.should_stop:
-                stopped_early = epoch
-                log.info("early stop at epoch %d: no better %s on validation for %d epochs (best: epoch %s)",
-                         epoch, selector.criterion, selector.patience, selector.best_epoch)
+        if _validate_epoch(cfg, epoch, row, val_pop, selector, model):
+            stopped_early = epoch
         history.append(row)
-        if writer is not None:
-            for k in CSV_FIELDS[1:]:
-                if isinstance(row.get(k), float) and math.isfinite(row[k]):
-                    writer.add_scalar(f"train/{k}", row[k], epoch)
+        _log_row(writer, row, epoch)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4g}", regret=f"{row['mean_regret']:.4g}")
         if out is not None:
             _write_csv(out / "metrics.csv", history)
             if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopped_early is not None:
-                _atomic_save({"version": CHECKPOINT_VERSION, "config": json.dumps(cfg.to_dict()), "epoch": epoch,
-                              "model": model.state_dict(), "optimizer": opt.state_dict(),
-                              "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                              "torch_rng": torch.get_rng_state(), "rule": rule.state_dict(),
-                              "selector": selector.state_dict(), "stopped_early": stopped_early,
-                              "history": history}, ckpt_path)
+                _atomic_save(_checkpoint(cfg, epoch, model, opt, sched, gen, rule, selector, stopped_early, history),
+                             ckpt_path)
                 saved_epoch = epoch
         if stopped_early is not None or (stop_after_epoch is not None and epoch >= stop_after_epoch):
             break
@@ -322,14 +381,7 @@ def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, re
         bar.close()
     if writer is not None:
         writer.close()
-    finished = stopped_early is not None or not history or history[-1]["epoch"] == cfg.epochs
-    selected = None
-    if finished and selector.criterion != "last" and selector.best_state is not None:
-        model.load_state_dict(selector.best_state)  # model.pt is the validation-selected epoch
-        selected = selector.best_epoch
-    model.eval()
-    if out is not None and finished:
-        save_public_model(out / "model.pt", model)
+    selected = _finish(cfg, model, selector, history, stopped_early, out)
     return TrainResult(model=model, history=history, run_dir=out, selected_epoch=selected, stopped_early=stopped_early)
 
 
