@@ -222,15 +222,15 @@ def train_distributed(cfg: TrainConfig, run_dir: str | Path | None = None, *, wo
         cfg, run_dir, resume, stop_after_epoch, tensorboard: as :func:`trainers.training.train`.
         workers: ``W`` worker processes, each holding ``M / W`` of the agents.
         address: a Ray cluster to join (``"auto"``, ``"ray://host:10001"``); ``None`` starts a local Ray
-            instance on this machine (or uses the one this process already started).
+            instance on this machine (or uses the one this process already started) declaring at least
+            ``workers · cpus_per_worker`` CPUs, so that more workers than cores share the cores.
         cpus_per_worker: CPUs Ray reserves for each worker, and its torch threads.
         progress: rank 0 prints one line per epoch (forwarded by Ray to this process's output).
 
     Raises:
         ConfigError, RunDirError, DivergenceError: as :func:`trainers.training.train`, whichever worker raised it.
     """
-    pop, _ = check_settings(cfg, workers)
-    del pop  # the workers build their own shards; only the settings' check needed it here
+    check_settings(cfg, workers)  # every setting, before anything starts (the workers build their own shards)
     if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, int) or cpus_per_worker < 1:
         raise ConfigError(f"cpus_per_worker={cpus_per_worker!r} is not accepted; accepted: an integer >= 1")
     if address is not None and (not isinstance(address, str) or not address.strip()):
