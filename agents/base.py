@@ -60,9 +60,9 @@ class AgentGroup(ABC):
 
     Optional hooks that let populations treat every kind alike (no
     ``isinstance`` checks anywhere): :meth:`context_lengths` (how long each
-    agent's own context sequence is: the chunked layout gives each agent a
-    stretch of time that long) and :meth:`context_samples` (the per-agent
-    values the paper's pairwise Wasserstein range is computed over).
+    agent's own context sequence is; at clock position ``i`` an agent uses
+    element ``i mod N``) and :meth:`context_samples` (the per-agent values the
+    paper's pairwise Wasserstein range is computed over).
     """
 
     kind: str = "agent"
@@ -123,10 +123,10 @@ class AgentGroup(ABC):
     def context_lengths(self) -> list[int] | None:
         """Length of each agent's own context sequence, or ``None`` (no per-agent sequence).
 
-        The chunked layout gives agent ``m`` a contiguous stretch of time as long
-        as its sequence (the paper cut workloads and EV needs into per-agent
-        chunks); with ``None`` (or every length 1) the group's agents split the
-        usable time steps evenly.
+        At clock position ``i`` agent ``m`` uses element ``i mod N_m`` of its
+        sequence (:class:`agents.context.ContextTable`); the released code's
+        context cycling differs, and ``benchmarks/bench_context_cycling.py``
+        uses these lengths to replay it.
         """
         return None
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from eq_envs.population import Population
+from eq_envs.population import DEFAULT_LAYOUT, Population
 from eq_envs.presets import build_population
 
 
@@ -81,7 +81,7 @@ class DownstreamAgentEnv(gym.Env):
 
     def __init__(self, population: str | Population = "dc-different-different-lambda", agent: int = 0,
                  episode_length: int | None = 24, split: str = "train", preset: str = "paper",
-                 region: str = "CISO", layout: str = "chunked") -> None:
+                 region: str = "CISO", layout: str = DEFAULT_LAYOUT) -> None:
         super().__init__()
         self.population = population if isinstance(population, Population) else \
             build_population(population, split=split, preset=preset, region=region, layout=layout)

@@ -7,9 +7,9 @@ Reference with every key: ``docs/populations.md``.  In short::
 
     name = "home-batteries"
     horizon = 12                 # predicted steps per decision
-    layout = "chunked"           # or "shared" (see eq_envs.population)
+    layout = "shared"            # the default (the paper's), or "chunked" (see eq_envs.population)
     preset = "paper"             # "paper": signal min-max scaled to [0, 10]; "physical": raw units
-    train_fraction = 0.7         # time-ordered split of the signal (and of file-based agent contexts)
+    train_fraction = 0.7         # train part of the signal (and of file-based agent contexts); the rest is test
 
     [signal]                     # one of: a bundled region, your grid files, or a plain CSV
     region = "CISO"              # bundled EIA-930 fuel mix, EPW weather and price of a region
@@ -69,7 +69,8 @@ from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
 from eq_envs.datasets.prices import PRICE_SOURCES
 from eq_envs.datasets.validation import numeric_column, read_csv_text, require_columns, resolve_path
-from eq_envs.population import LAYOUTS, SPLITS, Population
+from eq_envs.population import DEFAULT_LAYOUT, LAYOUTS, LOOKBACK, Population
+from eq_envs.splits import VAL_FRACTION, check_split_settings, signal_positions
 
 PRESETS = ("paper", "physical")
 SPEC_KEYS = ("name", "horizon", "layout", "preset", "train_fraction", "signal", "groups", "source")
@@ -182,7 +183,7 @@ def normalize_spec(spec: Any, base_dir: str | Path | None = None, source: str | 
     if not isinstance(h, int) or isinstance(h, bool) or h < 1:
         raise _err(f"horizon={h!r}", "horizon", "an integer >= 1 (predicted steps per decision)", source)
     out["horizon"] = h
-    for key, accepted, default in (("layout", LAYOUTS, "chunked"), ("preset", PRESETS, "paper")):
+    for key, accepted, default in (("layout", LAYOUTS, DEFAULT_LAYOUT), ("preset", PRESETS, "paper")):
         v = spec.get(key, default)
         if v not in accepted:
             raise _err(f"{key}={v!r}", key, accepted, source)
@@ -385,39 +386,55 @@ def _class_group(g: dict, spec: dict, split: str) -> AgentGroup:
     return group
 
 
-def build_population_from_spec(spec: dict[str, Any], split: str = "train") -> Population:
-    """Build the :class:`~eq_envs.population.Population` a spec describes, for ``split``."""
-    from eq_envs.presets import chunk_lengths
+def build_population_from_spec(spec: dict[str, Any], split: str = "train", *, protocol: str = "time",
+                               val_fraction: float = VAL_FRACTION, split_seed: int = 0) -> Population:
+    """Build the :class:`~eq_envs.population.Population` a spec describes, for ``split``.
 
+    The signal's hours are split as a preset's (:mod:`eq_envs.splits`: ``"train"``,
+    ``"val"``, ``"test"``; ``protocol`` time or random).  Agent contexts come from
+    the groups' own train / test parts (``train_fraction``, time order): the
+    validation split uses the train part's contexts, and a random protocol
+    partitions the hours only (a group built from files or by a user class has
+    no generic way to hold out part of its contexts).
+    """
     spec = normalize_spec(spec)
-    if split not in SPLITS:
-        raise DataError(f"split={split!r}", field="split", accepted=SPLITS)
-    signal, signal_name, units = _signal(spec)
-    tr, te = signals.time_split(len(signal), spec["train_fraction"])
-    start, stop, _ = (tr if split == "train" else te).indices(len(signal))
-    groups = [_class_group(g, spec, split) if "class" in g else BUILTIN_KINDS[g["kind"]][0](g, spec, split)
-              for g in spec["groups"]]
-    common = dict(horizon=spec["horizon"], weights=[g["weight"] for g in spec["groups"]], signal_name=signal_name,
-                  units=units, notes=[f"population spec {spec['name']}" + (f" from {spec['source']}"
-                                                                           if spec.get("source") else "")])
     try:
-        pop = Population(spec["name"], signal, split, (start, stop), groups, **common)
-        if spec["layout"] == "chunked":
-            pop = Population(spec["name"], signal, split, (start, stop), groups, layout="chunked",
-                             chunk_lengths=chunk_lengths(pop), **common)
+        check_split_settings(split, protocol, val_fraction)
+    except ValueError as exc:
+        raise DataError(str(exc), field="split", accepted="train, val or test with a valid protocol and fraction") \
+            from None
+    signal, signal_name, units = _signal(spec)
+    rows = signal_positions(len(signal), spec["train_fraction"], LOOKBACK, spec["horizon"], split, protocol,
+                            val_fraction, split_seed)
+    if len(rows) == 0:
+        raise DataError(f"split {split!r} has no hour with a full input window and horizon", file=spec.get("source"),
+                        field="train_fraction", accepted="a signal long enough for every split")
+    part = "test" if split == "test" else "train"
+    groups = [_class_group(g, spec, part) if "class" in g else BUILTIN_KINDS[g["kind"]][0](g, spec, part)
+              for g in spec["groups"]]
+    notes = [f"population spec {spec['name']}" + (f" from {spec['source']}" if spec.get("source") else "")]
+    if split == "val":
+        notes.append("validation hours held out of the signal; agent contexts of the train part")
+    try:
+        return Population(spec["name"], signal, split, (int(rows[0]) - LOOKBACK, int(rows[-1]) + spec["horizon"]),
+                          groups, horizon=spec["horizon"], weights=[g["weight"] for g in spec["groups"]],
+                          layout=spec["layout"], positions=rows, protocol=protocol, signal_name=signal_name,
+                          units=units, notes=notes)
     except (TypeError, ValueError) as exc:
         raise DataError(str(exc), file=spec.get("source"), field="population") from None
-    return pop
 
 
 def make_population(population: str | dict[str, Any], split: str = "train", *, preset: str = "paper",
-                    region: str = "CISO", layout: str = "chunked") -> Population:
+                    region: str = "CISO", layout: str = DEFAULT_LAYOUT, protocol: str = "time",
+                    val_fraction: float = VAL_FRACTION, split_seed: int = 0) -> Population:
     """A preset name (:func:`eq_envs.presets.build_population`) or a spec (:func:`build_population_from_spec`)."""
     if isinstance(population, dict):
-        return build_population_from_spec(population, split)
+        return build_population_from_spec(population, split, protocol=protocol, val_fraction=val_fraction,
+                                          split_seed=split_seed)
     from eq_envs.presets import build_population
 
-    return build_population(population, split=split, preset=preset, region=region, layout=layout)
+    return build_population(population, split=split, preset=preset, region=region, layout=layout, protocol=protocol,
+                            val_fraction=val_fraction, split_seed=split_seed)
 
 
 def population_label(population: str | dict[str, Any]) -> str:

@@ -165,9 +165,8 @@ def test_missing_required_attribute_is_named(tmp_path) -> None:
 
 
 def test_chunked_layout_and_wasserstein_for_a_kind_without_hooks() -> None:
-    """No kind-specific code in populations: a kind with no context sequence splits the steps evenly."""
+    """No kind-specific code in populations: a kind with no context sequence gets equal stretches of time."""
     from eq_envs.population import Population, wasserstein_ranges
-    from eq_envs.presets import chunk_lengths
 
     class Flat(AgentGroup):
         kind = "flat"
@@ -183,11 +182,9 @@ def test_chunked_layout_and_wasserstein_for_a_kind_without_hooks() -> None:
 
     base = build_population("phone", layout="shared")
     shared = Population("flat", base.signal, "train", base.split_range, [Flat(3, 12)], horizon=12)
-    lengths = chunk_lengths(shared)
-    assert lengths == [shared.usable_steps // 3] * 3
-    pop = Population("flat", base.signal, "train", base.split_range, [Flat(3, 12)], horizon=12, layout="chunked",
-                     chunk_lengths=lengths)
-    assert pop.time_step([0]).reshape(-1).tolist() == [12 + base.split_range[0] + n * lengths[0] for n in range(3)]
+    pop = Population("flat", base.signal, "train", base.split_range, [Flat(3, 12)], horizon=12, layout="chunked")
+    assert pop.num_steps == shared.num_steps // 3
+    assert pop.time_step([0]).reshape(-1).tolist() == [12 + base.split_range[0] + n * pop.num_steps for n in range(3)]
     assert wasserstein_ranges(pop) == {}
 
 
@@ -247,7 +244,10 @@ def test_spec_with_own_signal_csv_and_norway_evs(tmp_path) -> None:
                           base_dir=tmp_path)
     pop = build_population_from_spec(spec, "train")
     np.testing.assert_allclose(pop.signal, values)
-    assert pop.split_range == (0, 1400) and pop.groups[0].names[0].startswith("ev_")
+    # the 70 % train part less its validation tail (15 %); validation and test follow in time order
+    assert pop.split_range == (0, 1190) and pop.groups[0].names[0].startswith("ev_")
+    assert build_population_from_spec(spec, "val").split_range == (1190, 1400)
+    assert build_population_from_spec(spec, "test").split_range == (1400, 2000)
     r = pop.regret(torch.full((1, 12, 12), 5.0, dtype=torch.float64), torch.arange(12))
     assert r.shape == (pop.num_agents, 12) and (r >= -1e-9).all()
 

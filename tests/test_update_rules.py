@@ -58,7 +58,7 @@ def _flat_grad(model) -> torch.Tensor:
 def test_rules_reproduce_the_estimators_gradients_before_the_refactor(case: dict) -> None:
     """Each single-step rule's update moves the parameters by exactly the gradient the old ``estimate`` gave."""
     mod = _fixture_module()
-    pop = build_population(case["population"], split="train", layout=case["layout"])
+    pop = build_population(case["population"], split="train", layout=case["layout"], val_fraction=0.0)
     index = torch.tensor(case["index"])
     truth = torch.tensor(case["truth"], dtype=torch.float64)
     x = torch.tensor(case["x"], dtype=torch.float64).float()
@@ -90,7 +90,7 @@ def test_estimate_still_gives_the_old_gradients_exactly() -> None:
     """``estimate()`` (now a rollout plus a rule's surrogate) returns the stored gradient bit for bit."""
     mod = _fixture_module()
     for case in _cases():
-        pop = build_population(case["population"], split="train", layout=case["layout"])
+        pop = build_population(case["population"], split="train", layout=case["layout"], val_fraction=0.0)
         truth = torch.tensor(case["truth"], dtype=torch.float64)
         index = torch.tensor(case["index"])
         torch.manual_seed(case["model_seed"])

@@ -56,7 +56,7 @@ import sys
 import time
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +65,7 @@ import torch
 
 from eq_envs.population import Population
 from eq_envs.population_file import population_label
+from eq_envs.splits import VAL_FRACTION
 from trainers.baselines import METHODS, MethodRun
 from trainers.baselines.base import Counts, Predictor
 from trainers.config import TrainConfig
@@ -86,21 +87,6 @@ RECORD_VERSION = 1
 
 
 # ---------------------------------------------------------------------------------------------- settings
-def _validation_settings() -> dict[str, Any]:
-    """TrainConfig settings that hold out the validation stretch (issue 10's ``val_fraction``).
-
-    Compatibility shim, the only one: until ``TrainConfig`` has ``val_fraction``
-    (issue 10), there is no validation split and :meth:`Setting.population`
-    falls back to the training split for ``"val"`` with a warning.
-    """
-    names = {f.name for f in fields(TrainConfig)}
-    if "val_fraction" in names:
-        from eq_envs.splits import VAL_FRACTION
-
-        return {"val_fraction": VAL_FRACTION}
-    return {}
-
-
 _POPULATIONS: dict[tuple[str, str], Population] = {}
 
 
@@ -140,7 +126,7 @@ class Setting:
 
     def config(self, **settings: Any) -> TrainConfig:
         """A :class:`TrainConfig` on this setting's population and splits, with ``settings``."""
-        base: dict[str, Any] = {"population": self.population, **_validation_settings()}
+        base: dict[str, Any] = {"population": self.population, "val_fraction": VAL_FRACTION}
         if not self.is_spec:
             base.update(region=self.region, preset=self.preset, layout=self.layout)
         return TrainConfig.from_dict({**base, **settings}, source=f"benchmark setting {self.label}")
@@ -149,12 +135,7 @@ class Setting:
         """The population on ``split`` (``"train"`` without the validation stretch, ``"val"``, ``"test"``), cached."""
         key = (json.dumps(self.to_dict(), sort_keys=True), split)
         if key not in _POPULATIONS:
-            cfg = self.config()
-            if split == "val" and not _validation_settings():
-                print("eqpm benchmark: warning: no validation split before issue 10 is merged; choosing on the "
-                      "training split", file=sys.stderr)
-                split = "train"
-            _POPULATIONS[key] = cfg.build_population(split)
+            _POPULATIONS[key] = self.config().build_population(split)
         return _POPULATIONS[key]
 
     def to_dict(self) -> dict[str, Any]:

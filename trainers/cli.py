@@ -27,20 +27,25 @@ import pandas as pd
 
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.population import LAYOUTS
-from eq_envs.population_file import load_population_file, make_population
+from eq_envs.population import LAYOUTS, Population
+from eq_envs.population_file import load_population_file, population_label
 from eq_envs.presets import POPULATIONS, PRESETS
+from eq_envs.splits import PROTOCOLS as SPLIT_PROTOCOLS
+from eq_envs.splits import SPLITS, VAL_FRACTION
 from trainers.baselines import DEFAULT_METHODS, METHODS
 from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
-from trainers.estimators import BASELINES
+from trainers.estimators import BASELINES, CREDITS
 from trainers.evaluation import PROTOCOLS, evaluate
 from trainers.grid import BACKENDS, run_grid
 from trainers.networks import load_public_model
+from trainers.objectives import FORMS
 from trainers.reports import STUDY_TITLES, write_study_report
-from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_NAMES, population_study_specs, study_specs
+from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_LAYOUT, STUDY_NAMES, population_study_specs, study_specs
 from trainers.training import train
 
 TABLE_COLUMNS = ["variance", "mean", "c95_c5", "worst", "mse", "entropy_ratio", "jain"]
+#: Settings that say which population (and which split of it) a run is trained and scored on.
+POPULATION_SETTINGS = ("population", "region", "preset", "layout", "protocol", "val_fraction", "split_seed")
 
 
 class CLIError(Exception):
@@ -62,6 +67,15 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help=f"balancing authority whose grid data is used; one of {', '.join(REGIONS)} (default CISO)")
     p.add_argument("--preset", choices=PRESETS, help="'paper' scales signals to [0, 10] as the paper; 'physical' keeps "
                                                      "units (default paper)")
+    p.add_argument("--layout", choices=LAYOUTS, help="'shared' (default, the paper's: one public input per hour for "
+                                                     "every agent) or 'chunked' (each agent its own stretch of time)")
+    p.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, dest="protocol",
+                   help="'time' (default: held-out months after the training months) or 'random' (the paper's "
+                        "App. A.3.1 random per-agent partition, seeded by --split-seed)")
+    p.add_argument("--val-fraction", type=float, dest="val_fraction",
+                   help=f"share of the training data held out as the validation split, in [0, 0.5) "
+                        f"(default {VAL_FRACTION})")
+    p.add_argument("--split-seed", type=int, dest="split_seed", help="seed of the random split protocol (default 0)")
 
 
 def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) -> None:
@@ -76,6 +90,10 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--estimator", choices=ESTIMATOR_CHOICES,
                    help="gradient estimator; 'auto' = pathwise for differentiable agents, else reinforce_weighted")
     p.add_argument("--baseline", choices=BASELINES, help="baseline of reinforce_weighted (default deterministic)")
+    p.add_argument("--credit", choices=CREDITS, help="credit of reinforce_weighted's per-agent weights (default "
+                                                     "difference)")
+    p.add_argument("--form", choices=FORMS, help="form of the Equitable Objective: 'norm' (sum C^(q+1))^(1/(q+1)) or "
+                                                 "the paper's 'power' sum C^(q+1) (default: the estimator's)")
     p.add_argument("--num-samples", type=int, dest="num_samples", help="prediction samples per input (default 1)")
     p.add_argument("--epochs", type=int, help="training epochs (default 10 for train, 150 for compare)")
     p.add_argument("--batch-size", type=int, dest="batch_size", help="clock positions per batch (default 128)")
@@ -116,11 +134,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", type=Path, required=True, help="directory for config, logs, checkpoints and model.pt")
     t.add_argument("--no-resume", action="store_true", help="refuse to continue an existing checkpoint")
 
-    e = sub.add_parser("evaluate", help="equity table of saved models on the held-out split")
+    e = sub.add_parser("evaluate", help="equity table of saved models on the held-out split",
+                       description="Population, region, preset, layout and split settings are read from the "
+                                   "config.json of each model's run directory (beside model.pt); flags override them.")
     e.add_argument("models", nargs="+", type=Path, help="model.pt files written by 'eqpm train'")
     _add_common(e)
-    e.add_argument("--split", choices=("train", "test"), default="test", help="split to evaluate on (default test)")
-    e.add_argument("--protocol", choices=PROTOCOLS, default="per-step",
+    e.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate on (default test)")
+    e.add_argument("--protocol", choices=PROTOCOLS, default="per-step", dest="protocol_scoring",
                    help="'per-step' decisions (default) or the released code's one averaged forecast")
     e.add_argument("--out", type=Path, help="write the table to this CSV (and per-agent regrets beside it)")
 
@@ -142,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true",
                    help=f"smoke-size runs ({QUICK['epochs']} epochs of at most {QUICK['max_batches']} batches, seed 0)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
+    r.add_argument("--layout", choices=LAYOUTS, default=STUDY_LAYOUT,
+                   help=f"time layout of every run (default {STUDY_LAYOUT}, the paper's; 'chunked': the variant)")
+    r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, default="time", dest="protocol",
+                   help="'time' (default) or the paper's 'random' per-agent partition (App. A.3.1)")
     r.add_argument("--out", type=Path, help="root of run directories and reports (default runs/reproduce, "
                                             "--quick: runs/reproduce-quick)")
     r.add_argument("--figures-dir", type=Path, dest="figures_dir", help="where the PNG plots go (default beside "
@@ -211,7 +235,7 @@ def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig
         data["population"] = spec
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
                 "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
-                "scale_final"):
+                "scale_final", "credit", "form", "layout", "protocol", "val_fraction", "split_seed"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v
@@ -235,18 +259,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluation_population(args: argparse.Namespace) -> Population:
+    """The population ``eqpm evaluate`` scores on: the models' runs' settings, overridden by flags.
+
+    Each model's run directory (beside ``model.pt``) holds its ``config.json``;
+    runs that disagree on a setting need the flag to choose.
+    """
+    spec = _population_file(args)
+    if spec is not None and (args.preset or args.region):
+        raise CLIError("--preset and --region do not apply to --population-file; set them in the file")
+    runs = []
+    for p in args.models:
+        cfg_path = p.parent / "config.json"
+        if cfg_path.is_file():
+            cfg = TrainConfig.from_json(cfg_path, written_by_run=True)
+            runs.append((cfg_path, {k: getattr(cfg, k) for k in POPULATION_SETTINGS}))
+    chosen: dict[str, Any] = {}
+    differ: list[str] = []
+    for key in POPULATION_SETTINGS:
+        if key == "population" and spec is not None:
+            chosen[key] = spec
+        elif getattr(args, key, None) is not None:
+            chosen[key] = getattr(args, key)
+        elif len({json.dumps(r[key]) for _, r in runs}) > 1:
+            differ.append(key)
+        elif runs:
+            chosen[key] = runs[0][1][key]
+    if differ:
+        flags = ", ".join("--split-protocol" if k == "protocol" else "--" + k.replace("_", "-") for k in differ)
+        values = "; ".join(f"{k}: " + ", ".join(f"{population_label(r[k])} ({p})" for p, r in runs) for k in differ)
+        raise CLIError(f"the models' runs differ in {', '.join(differ)} ({values}); pass {flags} to choose")
+    chosen.setdefault("population", "dc-different-different-lambda")
+    return TrainConfig.from_dict(chosen, source="command line").build_population(args.split)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     for p in args.models:
         if not p.is_file():
             raise CLIError(f"model file {p} does not exist; accepted: model.pt files written by 'eqpm train'")
-    spec = _population_file(args)
-    if spec is not None and (args.preset or args.region):
-        raise CLIError("--preset and --region do not apply to --population-file; set them in the file")
-    pop = make_population(spec or args.population or "dc-different-different-lambda", split=args.split,
-                          preset=args.preset or "paper", region=args.region or "CISO")
+    pop = evaluation_population(args)
     models = {str(p): load_public_model(p) for p in args.models}
-    table = evaluate(models, pop, protocol=args.protocol, csv_path=args.out,
+    table = evaluate(models, pop, protocol=args.protocol_scoring, csv_path=args.out,
                      agents_csv_path=args.out.with_name(args.out.stem + "_agents.csv") if args.out else None)
+    print(f"{pop.name}, {pop.split} split ({pop.protocol} protocol), {pop.layout} layout:")
     print(table.to_string(index=False))
     return 0
 
@@ -294,7 +349,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     where = f"{base.region}, preset {base.preset}" if isinstance(base.population, str) else \
         f"spec {base.population.get('source', '(dict)')}"
     print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population_name}, {where}, "
-          f"{epochs} epochs, seeds {args.seeds}:")
+          f"{test_pop.layout} layout, {base.protocol} split, {epochs} epochs, seeds {args.seeds}:")
     print(summary.to_string(index=False))
     return 0
 
@@ -324,9 +379,9 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                 raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
         names = [f"population-{spec['name']}"]
         specs = {names[0]: population_study_specs(spec, seeds, quick=args.quick,
-                                                  q_values=tuple(args.q_values or (1.0, 3.0)))}
+                                                  q_values=tuple(args.q_values or (1.0, 3.0)), protocol=args.protocol)}
     else:
-        specs = {n: study_specs(n, seeds, quick=args.quick) for n in names}
+        specs = {n: study_specs(n, seeds, quick=args.quick, layout=args.layout, protocol=args.protocol) for n in names}
     t0 = time.perf_counter()
     if not args.report_only:
         run_grid([s for v in specs.values() for s in v], out, backend=args.backend, address=args.address,

@@ -9,14 +9,19 @@ from typing import Any
 
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.population import LAYOUTS, Population
+from eq_envs.population import DEFAULT_LAYOUT, LAYOUTS, Population
 from eq_envs.population_file import make_population, normalize_spec, population_label
 from eq_envs.presets import POPULATIONS, PRESETS
+from eq_envs.splits import PROTOCOLS, VAL_FRACTION
 from trainers.estimators import BASELINES, CREDITS
 from trainers.objectives import check_beta, check_q
 from trainers.updates import RULES, make_update_rule
 
 OBJECTIVES = ("equitable", "mse")
+#: Settings added to :class:`TrainConfig` after runs were written, with the value those older runs had
+#: (a ``config.json`` or checkpoint without the key was trained with it).
+ADDED_SETTINGS: dict[str, Any] = {"layout": "chunked", "protocol": "time", "val_fraction": 0.0, "split_seed": 0,
+                                  "update": {}, "scale": "learned", "scale_final": None}
 #: ``estimator`` choices: ``auto`` and every registered update rule but the Plain PM's (``objective="mse"``).
 ESTIMATOR_CHOICES = ("auto", *(n for n in RULES if n != "mse"))
 #: How the policy's scale σ is controlled: learned by the optimizer, fixed at the head's ``init_std``, or
@@ -67,10 +72,15 @@ class TrainConfig:
     centers; 1e-3 for the others, ten times the paper's 1e-4 because our runs
     are tens of epochs, not hundreds).  ``step_size``/``lr_gamma`` are the
     paper's StepLR, stepped once per epoch.  ``layout`` is the population's
-    time layout (:mod:`eq_envs.population`): ``"chunked"`` (default, the paper's:
-    each agent its own stretch of time) or ``"shared"`` (every agent at the same
-    hour: one public input per clock position, the layout of
-    ``eq_envs/PublicModel-v0``, so the trainer and an SB3 policy see the same problem).
+    time layout (:mod:`eq_envs.population`): ``"shared"`` (default, the
+    paper's: every agent at the same hour, one public input per clock position,
+    also the layout of ``eq_envs/PublicModel-v0``) or ``"chunked"`` (a variant:
+    each agent its own stretch of time).  ``protocol``, ``val_fraction`` and
+    ``split_seed`` say how the data are split (:mod:`eq_envs.splits`):
+    ``"time"`` order (default) or the paper's ``"random"`` per-agent partition
+    seeded by ``split_seed``; the last ``val_fraction`` of the training data is
+    the validation split (:meth:`build_population` with ``split="val"``) and is
+    not trained on.
     ``init_from`` warm-starts the public model from a saved ``model.pt`` (e.g. a
     Plain PM) with the same architecture; the optimizer starts fresh.
     ``update`` holds the update rule's own settings (e.g. ``{"epochs": 10,
@@ -109,7 +119,10 @@ class TrainConfig:
     seed: int = 0
     checkpoint_every: int = 1
     init_from: str | None = None
-    layout: str = "chunked"
+    layout: str = DEFAULT_LAYOUT
+    protocol: str = "time"
+    val_fraction: float = VAL_FRACTION
+    split_seed: int = 0
     update: dict[str, Any] = field(default_factory=dict)
     scale: str = "learned"
     scale_final: float | None = None
@@ -137,8 +150,15 @@ class TrainConfig:
         return population_label(self.population)
 
     def build_population(self, split: str = "train") -> Population:
-        """The configured population on ``split`` (a preset with region/preset/layout, or the spec)."""
-        return make_population(self.population, split, preset=self.preset, region=self.region, layout=self.layout)
+        """The configured population on ``split`` (``"train"``, ``"val"`` or ``"test"``): a preset with its
+        region, preset and layout, or the spec; split by :attr:`protocol`, :attr:`val_fraction`, :attr:`split_seed`."""
+        try:
+            return make_population(self.population, split, preset=self.preset, region=self.region, layout=self.layout,
+                                   protocol=self.protocol, val_fraction=self.val_fraction, split_seed=self.split_seed)
+        except DataError:
+            raise
+        except ValueError as exc:  # e.g. split="val" with val_fraction=0: one line, as every config error
+            raise ConfigError(str(exc)) from None
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -158,6 +178,12 @@ class TrainConfig:
         choice("objective", self.objective, OBJECTIVES)
         choice("estimator", self.estimator, ESTIMATOR_CHOICES)
         choice("layout", self.layout, LAYOUTS)
+        choice("protocol", self.protocol, PROTOCOLS)
+        if not (isinstance(self.val_fraction, (int, float)) and not isinstance(self.val_fraction, bool)
+                and 0 <= self.val_fraction < 0.5):
+            raise ConfigError(f"val_fraction={self.val_fraction!r} is not accepted; accepted: a number in [0, 0.5)")
+        if not isinstance(self.split_seed, int) or isinstance(self.split_seed, bool) or self.split_seed < 0:
+            raise ConfigError(f"split_seed={self.split_seed!r} is not accepted; accepted: an integer >= 0")
         if self.baseline is not None:
             choice("baseline", self.baseline, BASELINES)
         if self.credit is not None:
@@ -228,6 +254,8 @@ class TrainConfig:
                 raise ConfigError(f"population spec: {exc}") from None
             defaults = {f.name: f.default for f in fields(self)}
             for name in ("region", "preset", "layout"):
+                if name == "layout" and self.layout == self.population["layout"]:
+                    continue  # the spec's own layout (a run's config.json records both)
                 if getattr(self, name) != defaults[name]:
                     raise ConfigError(f"{name}={getattr(self, name)!r} does not apply to a population spec; "
                                       f"accepted: set it in the spec ({'signal.region' if name == 'region' else name})")
@@ -260,7 +288,9 @@ class TrainConfig:
             raise
 
     @classmethod
-    def from_json(cls, path: str | Path) -> TrainConfig:
+    def from_json(cls, path: str | Path, *, written_by_run: bool = False) -> TrainConfig:
+        """Read a JSON file of settings; ``written_by_run``: a run's own ``config.json``, where a setting
+        missing because the run predates it takes the value the run had (:data:`ADDED_SETTINGS`)."""
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"config file {p} does not exist; accepted: a JSON file of TrainConfig settings")
@@ -271,4 +301,6 @@ class TrainConfig:
                 from None
         if not isinstance(data, dict):
             raise ConfigError(f"config file {p}: top level must be an object of settings")
+        if written_by_run:
+            data = {**ADDED_SETTINGS, **data}
         return cls.from_dict(data, source=f"config file {p}")

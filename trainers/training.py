@@ -39,7 +39,7 @@ from torch import Tensor
 
 from eq_envs.population import Population
 from eq_envs.population_file import check_recorded, record_population
-from trainers.config import ConfigError, TrainConfig
+from trainers.config import ADDED_SETTINGS, ConfigError, TrainConfig
 from trainers.errors import DivergenceError
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
 from trainers.objectives import equitable_loss
@@ -49,7 +49,7 @@ from trainers.updates import NonFiniteError, UpdateRule, UpdateStats, make_updat
 log = logging.getLogger("trainers")
 CHECKPOINT_VERSION = 1
 #: Settings added to :class:`TrainConfig` later, with the value older checkpoints were trained with.
-_ADDED_DEFAULTS: dict[str, Any] = {"layout": "chunked", "update": {}, "scale": "learned", "scale_final": None}
+_ADDED_DEFAULTS: dict[str, Any] = ADDED_SETTINGS
 # mean_regret / max_agent_regret: raw regret of the deterministic prediction, averaged per agent over the epoch's
 # batches (the same quantity for every rule and objective); sample_regret: raw regret of the sampled predictions.
 # eq_norm: the norm-form Equitable Objective (sum_m Cbar_m^(q+1))^(1/(q+1)) of the per-agent (weighted) regrets of the

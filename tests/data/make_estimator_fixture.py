@@ -46,7 +46,7 @@ def model_for(pop) -> torch.nn.Module:
 def main() -> None:
     out = []
     for i, (name, layout, est, kw) in enumerate(CASES):
-        pop = build_population(name, split="train", layout=layout)
+        pop = build_population(name, split="train", layout=layout, val_fraction=0.0)  # the whole train part, as then
         torch.manual_seed(100 + i)
         model = model_for(pop)
         index = torch.randperm(pop.num_steps, generator=torch.Generator().manual_seed(300 + i))[:BATCH]
