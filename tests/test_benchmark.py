@@ -129,7 +129,12 @@ def test_checkpoints_and_the_equal_inputs_point() -> None:
     assert [j.hp for j in g.eval_jobs(1)] == [g.grid[1]] * 2 and [j.seed for j in g.eval_jobs(1)] == [0, 1]
 
 
-def test_every_method_has_a_grid_of_the_same_size() -> None:
-    setting = Setting("ev-similar")
+@pytest.mark.parametrize("layout", ["shared", "chunked"])
+def test_every_method_has_a_grid_of_the_same_size(layout: str) -> None:
+    setting = Setting("ev-similar", layout)
+    steps = setting.split_population("train").num_steps  # chunked: one agent's stretch (74 positions)
     sizes = {n: (len(m.grid(setting, False)), len(m.grid(setting, True))) for n, m in METHODS.items()}
     assert set(sizes.values()) == {(4, 2)}, sizes
+    for name in ("eq_ppo", "SPO+"):
+        batches = sorted({hp["batch_size"] for hp in METHODS[name].grid(setting, False)})
+        assert len(batches) == 2 and batches[-1] == min(128, steps)

@@ -9,8 +9,7 @@ from scipy.optimize import linprog
 
 from agents.ev_charging import EVChargingAgent
 from eq_envs.presets import build_population
-from trainers.baselines.dfl import SlotDFLLoss, TopKSlotModel, check_slot_population, encode, slot_instances, \
-    solve_encoded
+from trainers.baselines.dfl import SlotDFLLoss, TopKSlotModel, check_slot_population, encode, slot_instances, solve_encoded
 
 H = 12
 

@@ -57,7 +57,7 @@ def collect(plan: Plan, root: str | Path) -> dict[str, pd.DataFrame]:
     runs, inputs, curves, grid = [], [], [], []
     for g, tune, evals in finished_records(plan, root):
         chosen = g.choose(tune) if len(tune) == len(g.tune_jobs()) else None
-        for i, rec in enumerate(tune):
+        for rec in tune:
             grid.append({"population": g.setting.name, "layout": g.setting.layout, "method": g.method,
                          "hp_id": rec["job"]["hp_id"], "hp": hp_text(rec["job"]["hp"]), **rec["job"]["hp"],
                          "tune_seed": rec["job"]["seed"], "val_criterion": best_criterion(rec),
@@ -100,11 +100,10 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def fmt(mean: float, std: float) -> str:
+    """``mean ± std`` with 4 significant digits for the mean (small values stay readable: 2.1e-05 ± 3e-06)."""
     if not math.isfinite(mean):
         return "n/a"
-    mag = max(abs(mean), 1e-12)
-    digits = 3 if mag < 10 else (2 if mag < 100 else 1)
-    return f"{mean:.{digits}f} ± {std:.{digits}f}"
+    return f"{mean:.4g} ± {std:.2g}"
 
 
 def _table(runs: pd.DataFrame, title: str) -> list[str]:

@@ -176,6 +176,34 @@ def lr_batch_grid(lr: float, batch_key: str, batches: tuple[int, ...], quick_bat
     return [{"lr": f * lr, batch_key: b, **fixed} for b in sizes for f in LR_FACTORS]
 
 
+def position_batches(setting: SettingView, sizes: tuple[int, ...]) -> tuple[int, ...]:
+    """Batch sizes in clock positions, capped by the training split: ``(smaller, larger)`` or, quick, one size.
+
+    The larger is ``min(sizes[-1], positions)``; the smaller ``min(sizes[0], larger // 2)``, so a population
+    with few positions per agent (the chunked layout: one stretch of the split each) keeps two distinct sizes.
+    """
+    n = setting.split_population("train").num_steps
+    big = min(sizes[-1], n)
+    if len(sizes) == 1:
+        return (big,)
+    small = min(sizes[0], max(1, big // 2))
+    if small == big:
+        raise ValueError(f"the training split of {setting.label} has {n} clock position(s); a grid of two batch "
+                         "sizes needs at least 2")
+    return (small, big)
+
+
+#: Batch sizes (clock positions per batch) of the grids of ours and the decision-focused methods: a smaller one and
+#: the trainer's default; ``--quick``: one small size.
+POSITION_BATCHES, QUICK_POSITION_BATCHES = (32, 128), (16,)
+
+
+def position_grid(setting: SettingView, lr: float, quick: bool) -> list[dict[str, Any]]:
+    """:func:`lr_batch_grid` over ``batch_size`` in clock positions (:func:`position_batches`)."""
+    return lr_batch_grid(lr, "batch_size", position_batches(setting, POSITION_BATCHES),
+                         position_batches(setting, QUICK_POSITION_BATCHES), quick)
+
+
 #: Learning-rate factors of every method's grid (times the method's default learning rate).
 LR_FACTORS = (1.0, 3.0)
 

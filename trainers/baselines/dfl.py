@@ -145,7 +145,7 @@ def check_slot_population(pop: Population) -> str | None:
     """Why decision-focused losses do not apply to ``pop`` (one line), or ``None`` when they do."""
     other = [g.kind for g in pop.groups if not isinstance(g, SlotSchedulingAgent)]
     if other:
-        return (f"its decisions are not a linear program in the signal for group(s) {', '.join(other)} "
+        return (f"the decisions of its {', '.join(other)} agents are not a linear program in the signal "
                 "(SPO+ and PFYL apply to slot agents: EV, phone)")
     return None
 

@@ -22,12 +22,11 @@ from typing import Any
 import torch
 
 from eq_envs.population import Population
-from trainers.baselines.base import Counts, Method, MethodRun, Predictor, SettingView, lr_batch_grid, torch_saver
+from trainers.baselines.base import Counts, Method, MethodRun, Predictor, SettingView, position_grid, torch_saver
 from trainers.baselines.dfl import SlotDFLLoss, check_slot_population
 from trainers.networks import build_public_model, load_public_model
 from trainers.updates import apply_gradients
 
-BATCHES, QUICK_BATCHES = (32, 128), (16,)
 #: PFYL's perturbations: PyEPO's defaults (10 draws, sigma 1.0 in signal units; the paper preset's signals span [0, 10]).
 PFYL_SAMPLES, PFYL_SIGMA = 10, 1.0
 
@@ -54,7 +53,7 @@ class DFLMethod(Method):
 
     def grid(self, setting: SettingView, quick: bool) -> list[dict[str, Any]]:
         # Adam's default rate for our public model on these populations (TrainConfig's 1e-3)
-        return lr_batch_grid(setting.config().learning_rate, "batch_size", BATCHES, QUICK_BATCHES, quick)
+        return position_grid(setting, setting.config().learning_rate, quick)
 
     def run(self, run: MethodRun) -> None:
         pop = run.setting.split_population("train")

@@ -25,12 +25,9 @@ from typing import Any
 import torch
 
 from eq_envs.population import Population
-from trainers.baselines.base import Counts, Method, MethodRun, Predictor, SettingView, lr_batch_grid, torch_saver
+from trainers.baselines.base import Counts, Method, MethodRun, Predictor, SettingView, position_grid, torch_saver
 from trainers.networks import build_public_model, load_public_model
 from trainers.training import train
-
-#: Clock positions per rollout of the grid (the trainer's default batch is 128), full and ``--quick``.
-BATCHES, QUICK_BATCHES = (32, 128), (16,)
 
 
 class UpdateRuleMethod(Method):
@@ -66,7 +63,7 @@ class UpdateRuleMethod(Method):
         return self.decisions_per_position(pop) * int(hp["batch_size"])
 
     def grid(self, setting: SettingView, quick: bool) -> list[dict[str, Any]]:
-        return lr_batch_grid(setting.config().learning_rate, "batch_size", BATCHES, QUICK_BATCHES, quick)
+        return position_grid(setting, setting.config().learning_rate, quick)
 
     def train_settings(self, setting: SettingView) -> dict[str, Any]:
         """The rule's TrainConfig settings for ``setting`` (``q`` only for equitable rules)."""
