@@ -40,6 +40,7 @@ from trainers.grid import BACKENDS, run_grid
 from trainers.networks import load_public_model
 from trainers.objectives import FORMS
 from trainers.reports import STUDY_TITLES, write_study_report
+from trainers.selection import CRITERIA, GUARD_METRICS
 from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_LAYOUT, STUDY_NAMES, population_study_specs, study_specs
 from trainers.training import train
 
@@ -109,6 +110,17 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--scale", choices=SCALES, help="the policy's scale: 'learned' (default), 'fixed' at the head's "
                                                    "init_std, or 'anneal' to --scale-final over the run")
     p.add_argument("--scale-final", type=float, dest="scale_final", help="final standard deviation of --scale anneal")
+    p.add_argument("--selection", choices=CRITERIA,
+                   help="validation criterion that picks the saved epoch (default: equitable; mse for the Plain PM; "
+                        "'last' without a validation split)")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation criterion")
+    p.add_argument("--accuracy-guard", type=float, dest="accuracy_guard", metavar="FRACTION",
+                   help="admit only epochs whose validation --guard-metric is within FRACTION (0.05 = 5%%) of "
+                        "--guard-reference's")
+    p.add_argument("--guard-metric", choices=GUARD_METRICS, dest="guard_metric",
+                   help="'mse' (default) or 'mean' regret (for agents that only rank predictions)")
+    p.add_argument("--guard-reference", dest="guard_reference", metavar="MODEL_PT",
+                   help="the model whose validation --guard-metric sets the guard (e.g. the Plain PM's model.pt)")
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -235,7 +247,8 @@ def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig
         data["population"] = spec
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
                 "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
-                "scale_final", "credit", "form", "layout", "protocol", "val_fraction", "split_seed"):
+                "scale_final", "credit", "form", "layout", "protocol", "val_fraction", "split_seed", "selection",
+                "patience", "accuracy_guard", "guard_metric", "guard_reference"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v

@@ -21,12 +21,20 @@ OBJECTIVES = ("equitable", "mse")
 #: Settings added to :class:`TrainConfig` after runs were written, with the value those older runs had
 #: (a ``config.json`` or checkpoint without the key was trained with it).
 ADDED_SETTINGS: dict[str, Any] = {"layout": "chunked", "protocol": "time", "val_fraction": 0.0, "split_seed": 0,
-                                  "update": {}, "scale": "learned", "scale_final": None}
+                                  "update": {}, "scale": "learned", "scale_final": None, "selection": "last",
+                                  "patience": None, "accuracy_guard": None, "guard_metric": "mse",
+                                  "guard_reference": None}
 #: ``estimator`` choices: ``auto`` and every registered update rule but the Plain PM's (``objective="mse"``).
 ESTIMATOR_CHOICES = ("auto", *(n for n in RULES if n != "mse"))
 #: How the policy's scale σ is controlled: learned by the optimizer, fixed at the head's ``init_std``, or
 #: annealed log-linearly from ``init_std`` to ``scale_final`` over the run's batches.
 SCALES = ("learned", "fixed", "anneal")
+
+
+def choice(name: str, value: Any, accepted: tuple | dict) -> None:
+    """Raise :class:`ConfigError` unless ``value`` is one of ``accepted``."""
+    if value not in accepted:
+        raise ConfigError(f"{name}={value!r} is not accepted; accepted: {', '.join(map(str, accepted))}")
 
 
 class ConfigError(ValueError):
@@ -81,6 +89,14 @@ class TrainConfig:
     seeded by ``split_seed``; the last ``val_fraction`` of the training data is
     the validation split (:meth:`build_population` with ``split="val"``) and is
     not trained on.
+    Validation (:mod:`trainers.selection`): with ``val_fraction > 0`` every
+    epoch is scored on the validation split and ``model.pt`` is the epoch with
+    the best ``selection`` criterion (default ``"equitable"``, the norm-form
+    objective at ``q``; ``"mse"`` for the Plain PM; ``"worst"``, ``"variance"``,
+    ``"mean"``, or ``"last"`` for no selection); ``patience`` stops after that
+    many epochs without improvement; ``accuracy_guard`` (e.g. 0.05) admits only
+    epochs whose validation ``guard_metric`` (``"mse"`` or ``"mean"`` regret) is
+    within that fraction of the ``guard_reference`` model's (a Plain PM's ``model.pt``).
     ``init_from`` warm-starts the public model from a saved ``model.pt`` (e.g. a
     Plain PM) with the same architecture; the optimizer starts fresh.
     ``update`` holds the update rule's own settings (e.g. ``{"epochs": 10,
@@ -126,6 +142,11 @@ class TrainConfig:
     update: dict[str, Any] = field(default_factory=dict)
     scale: str = "learned"
     scale_final: float | None = None
+    selection: str | None = None
+    patience: int | None = None
+    accuracy_guard: float | None = None
+    guard_metric: str = "mse"
+    guard_reference: str | None = None
     q_plus_1: InitVar[float | None] = None
 
     def __post_init__(self, q_plus_1: float | None = None) -> None:
@@ -168,10 +189,6 @@ class TrainConfig:
 
     # ---------------------------------------------------------- validation
     def validate(self) -> None:
-        def choice(name: str, value: Any, accepted: tuple | dict) -> None:
-            if value not in accepted:
-                raise ConfigError(f"{name}={value!r} is not accepted; accepted: {', '.join(map(str, accepted))}")
-
         self._validate_population()
         choice("region", self.region, REGIONS)
         choice("preset", self.preset, PRESETS)
@@ -219,6 +236,43 @@ class TrainConfig:
         elif self.scale_final is not None:
             raise ConfigError(f"scale_final={self.scale_final!r} applies to scale='anneal' only (scale={self.scale!r})")
         self._check_update_rule()
+        self._check_selection()
+
+    def _check_selection(self) -> None:
+        from trainers.selection import CRITERIA, GUARD_METRICS
+        if self.selection is not None:
+            choice("selection", self.selection, CRITERIA)
+            if self.selection != "last" and self.val_fraction == 0:
+                raise ConfigError(f"selection={self.selection!r} needs a validation split; accepted with "
+                                  "val_fraction=0: selection='last' (or null)")
+        if self.patience is not None:
+            if not isinstance(self.patience, int) or isinstance(self.patience, bool) or self.patience < 1:
+                raise ConfigError(f"patience={self.patience!r} is not accepted; accepted: an integer >= 1 or null")
+            if self.selection_criterion == "last":
+                raise ConfigError("patience needs a validation criterion; accepted: val_fraction > 0 and a selection "
+                                  "other than 'last'")
+        choice("guard_metric", self.guard_metric, GUARD_METRICS)
+        g = self.accuracy_guard
+        if g is not None:
+            if isinstance(g, bool) or not isinstance(g, (int, float)) or not (math.isfinite(g) and g >= 0):
+                raise ConfigError(f"accuracy_guard={g!r} is not accepted; accepted: a fraction >= 0 (0.05 = 5 %) or null")
+            if not self.guard_reference:
+                raise ConfigError("accuracy_guard needs guard_reference: the model.pt (e.g. the Plain PM's) whose "
+                                  f"validation {self.guard_metric} sets the limit")
+            if self.selection_criterion == "last":
+                raise ConfigError("accuracy_guard needs a validation split (val_fraction > 0) and a selection other "
+                                  "than 'last'")
+        elif self.guard_reference is not None:
+            raise ConfigError("guard_reference applies with accuracy_guard only; give both or neither")
+
+    @property
+    def selection_criterion(self) -> str:
+        """The validation criterion in force: ``selection``, or its default for the objective and split."""
+        if self.selection is not None:
+            return self.selection
+        if self.val_fraction == 0:
+            return "last"
+        return "mse" if self.objective == "mse" else "equitable"
 
     def _check_update_rule(self) -> None:
         """Build the update rule once so that a bad combination fails here, before anything is written."""

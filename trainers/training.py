@@ -44,6 +44,7 @@ from trainers.errors import DivergenceError
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
 from trainers.objectives import equitable_loss
 from trainers.rollout import Rollout, collect_rollout
+from trainers.selection import VAL_FIELDS, Selector, validation_metrics
 from trainers.updates import NonFiniteError, UpdateRule, UpdateStats, make_update_rule
 
 log = logging.getLogger("trainers")
@@ -56,8 +57,10 @@ _ADDED_DEFAULTS: dict[str, Any] = ADDED_SETTINGS
 # deterministic prediction -- comparable across rules whatever loss form they optimise (eq_loss is in the rule's form).
 # lr: the learning rate used during the epoch.  positions / decisions / grad_steps: cumulative clock positions seen,
 # agent-decisions scored and optimizer steps taken.  clip_fraction / approx_kl: eq_ppo's diagnostics (epoch means).
+# val_*: the epoch's model on the validation split (trainers/selection.py); selected_epoch: the best epoch so far.
 CSV_FIELDS = ("epoch", "loss", "eq_loss", "eq_norm", "mse", "mean_regret", "max_agent_regret", "sample_regret", "lr",
-              "policy_std", "seconds", "batches", "positions", "decisions", "grad_steps", "clip_fraction", "approx_kl")
+              "policy_std", "seconds", "batches", "positions", "decisions", "grad_steps", "clip_fraction", "approx_kl",
+              *VAL_FIELDS)
 
 
 @dataclass
@@ -67,6 +70,10 @@ class TrainResult:
     model: PublicModel
     history: list[dict[str, float]]
     run_dir: Path | None
+    #: The epoch whose weights ``model`` holds when a validation criterion selected it (else ``None``).
+    selected_epoch: int | None = None
+    #: The epoch at which ``patience`` stopped the run early (else ``None``).
+    stopped_early: int | None = None
 
 
 def population_regret_fn(pop: Population, index: Tensor, weighted: bool = True):
@@ -143,6 +150,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         raise ConfigError(f"model horizon {model_cfg.get('horizon')} does not match population {pop.name} "
                           f"horizon {pop.horizon}")
     rule = build_update_rule(cfg, pop)
+    val_pop = cfg.build_population("val") if cfg.val_fraction > 0 else None
+    selector = _make_selector(cfg, val_pop)
 
     torch.manual_seed(cfg.seed)
     model = build_public_model(model_cfg)
@@ -155,6 +164,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     history: list[dict[str, float]] = []
     start_epoch = 1
     saved_epoch: int | None = None  # epoch of the checkpoint in run_dir, for the divergence message
+    stopped_early: int | None = None
 
     out = Path(run_dir) if run_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
@@ -176,6 +186,9 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             gen.set_state(ck["generator"])
             torch.set_rng_state(ck["torch_rng"])
             rule.load_state_dict(ck.get("rule", {}))
+            if "selector" in ck:
+                selector.load_state_dict(ck["selector"])
+            stopped_early = ck.get("stopped_early")
             history = [dict(h) for h in ck["history"]]
             start_epoch = int(ck["epoch"]) + 1
             saved_epoch = int(ck["epoch"])
@@ -201,6 +214,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, desc=f"{cfg.objective} {pop.name}", unit="epoch")
 
     for epoch in range(start_epoch, cfg.epochs + 1):
+        if stopped_early is not None:  # a resumed run that patience had already stopped
+            break
         t0 = time.perf_counter()
         model.train()
         lr = opt.param_groups[0]["lr"]  # the rate used during this epoch (StepLR steps after it)
@@ -228,6 +243,15 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
                "batches": num_batches, **totals}
         if scale_start is not None or cfg.scale == "learned":
             row["policy_std"] = _policy_std(model)
+        if val_pop is not None:
+            metrics = validation_metrics(model, val_pop, cfg.q)
+            row.update(metrics, val_admissible=float(selector.admissible(metrics)))
+            selector.update(epoch, metrics, model)
+            row["selected_epoch"] = selector.best_epoch if selector.best_epoch is not None else math.nan
+            if selector.should_stop:
+                stopped_early = epoch
+                log.info("early stop at epoch %d: no better %s on validation for %d epochs (best: epoch %s)",
+                         epoch, selector.criterion, selector.patience, selector.best_epoch)
         history.append(row)
         if writer is not None:
             for k in CSV_FIELDS[1:]:
@@ -238,24 +262,30 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             bar.set_postfix(loss=f"{row['loss']:.4g}", regret=f"{row['mean_regret']:.4g}")
         if out is not None:
             _write_csv(out / "metrics.csv", history)
-            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopped_early is not None:
                 _atomic_save({"version": CHECKPOINT_VERSION, "config": json.dumps(cfg.to_dict()), "epoch": epoch,
                               "model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": sched.state_dict(), "generator": gen.get_state(),
                               "torch_rng": torch.get_rng_state(), "rule": rule.state_dict(),
+                              "selector": selector.state_dict(), "stopped_early": stopped_early,
                               "history": history}, ckpt_path)
                 saved_epoch = epoch
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+        if stopped_early is not None or (stop_after_epoch is not None and epoch >= stop_after_epoch):
             break
 
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
+    finished = stopped_early is not None or not history or history[-1]["epoch"] == cfg.epochs
+    selected = None
+    if finished and selector.criterion != "last" and selector.best_state is not None:
+        model.load_state_dict(selector.best_state)  # model.pt is the validation-selected epoch
+        selected = selector.best_epoch
     model.eval()
-    if out is not None and (not history or history[-1]["epoch"] == cfg.epochs):
+    if out is not None and finished:
         save_public_model(out / "model.pt", model)
-    return TrainResult(model=model, history=history, run_dir=out)
+    return TrainResult(model=model, history=history, run_dir=out, selected_epoch=selected, stopped_early=stopped_early)
 
 
 class _EpochAccumulator:
@@ -309,6 +339,23 @@ def build_update_rule(cfg: TrainConfig, pop: Population) -> UpdateRule:
         return make_update_rule(resolve_estimator(cfg, pop), **cfg.rule_kwargs)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+
+
+def _make_selector(cfg: TrainConfig, val_pop: Population | None) -> Selector:
+    """The run's validation selector; the accuracy guard's limit comes from the reference model on ``val_pop``."""
+    limit = None
+    if cfg.accuracy_guard is not None:
+        assert val_pop is not None and cfg.guard_reference is not None
+        path = Path(cfg.guard_reference)
+        if not path.is_file():
+            raise ConfigError(f"guard_reference={cfg.guard_reference!r}: no such file; accepted: a model.pt written "
+                              "by 'eqpm train' (e.g. the Plain PM's)")
+        try:
+            reference = load_public_model(path)
+        except ValueError as exc:
+            raise ConfigError(f"guard_reference={cfg.guard_reference!r}: {exc}") from None
+        limit = validation_metrics(reference, val_pop, cfg.q)[f"val_{cfg.guard_metric}"] * (1.0 + cfg.accuracy_guard)
+    return Selector(cfg.selection_criterion, cfg.patience, limit, cfg.guard_metric)
 
 
 def _setup_scale(cfg: TrainConfig, model: PublicModel) -> float | None:
