@@ -138,3 +138,45 @@ def test_every_method_has_a_grid_of_the_same_size(layout: str) -> None:
     for name in ("eq_ppo", "SPO+"):
         batches = sorted({hp["batch_size"] for hp in METHODS[name].grid(setting, False)})
         assert len(batches) == 2 and batches[-1] == min(128, steps)
+
+
+PEAK_AVOIDER = '''
+import torch
+from agents.base import AgentGroup
+
+
+class PeakAvoider(AgentGroup):
+    """Runs a one-hour job of `kw` kW in the slot with the lowest predicted price."""
+
+    kind = "peak_avoider"
+
+    def __init__(self, n=3, horizon=12):
+        super().__init__(n, horizon)
+        self.kw = torch.arange(1, n + 1, dtype=torch.float64)
+
+    def context(self, index):
+        return {"kw": self.kw.unsqueeze(1).expand(-1, len(index))}
+
+    def decide(self, pred, ctx):
+        M, B = ctx["kw"].shape
+        p = pred.detach().double().expand(M, B, self.horizon)
+        return torch.nn.functional.one_hot(p.argmin(-1), self.horizon).double()
+
+    def cost(self, decision, truth, ctx):
+        return ctx["kw"] * (decision * self._broadcast(truth).double()).sum(-1)
+'''
+
+
+def test_benchmark_on_a_population_file_with_a_custom_agent(tmp_path) -> None:
+    (tmp_path / "avoider.py").write_text(PEAK_AVOIDER)
+    (tmp_path / "pop.toml").write_text('name = "avoiders"\nhorizon = 12\n\n[signal]\nregion = "CISO"\nname = "price"\n\n'
+                                       '[[groups]]\nclass = "avoider.py:PeakAvoider"\nargs = { n = 4 }\n')
+    out = tmp_path / "bench"
+    assert main(["benchmark", "--population-file", str(tmp_path / "pop.toml"), "--quick", "--methods", "mse",
+                 "A2C util", "--budget", "600", "--backend", "sequential", "--out", str(out)]) == 0
+    runs = pd.read_csv(out / "baselines_runs.csv")
+    assert sorted(runs["method"]) == ["A2C util", "mse"] and set(runs["population"]) == {"avoiders"}
+    from eq_envs.population_file import load_population_file
+    plan = make_plan([Setting(load_population_file(tmp_path / "pop.toml"))], None, quick=True)
+    (label, skipped), = plan.skipped.items()
+    assert set(skipped) == {"pathwise", "SPO+", "PFYL"} and "peak_avoider" in skipped["SPO+"]

@@ -222,11 +222,10 @@ def evaluate_point(predictor: Predictor, pop: Population, q: float) -> tuple[dic
     whose regrets cannot be scored (non-finite) gets NaN metrics and an
     infinite criterion, so it is never chosen.
     """
-    try:
-        regrets, mse = agent_regrets(predictor, pop)
-        m = equity_metrics(regrets, pop.agent_names, mse)
-    except ValueError:
-        return {**{k: math.nan for k in METRICS}, "criterion": math.inf}, np.full(pop.num_agents, np.nan)
+    regrets, mse = agent_regrets(predictor, pop)
+    if not np.isfinite(regrets).all():
+        return {**{k: math.nan for k in METRICS}, "criterion": math.inf}, regrets
+    m = equity_metrics(regrets, pop.agent_names, mse)
     out = {k: float(m[k]) for k in METRICS}
     out["criterion"] = criterion(regrets, pop.agent_weights.numpy(), q)
     return out, regrets
@@ -271,7 +270,7 @@ def execute_job(job_dict: dict[str, Any], root: str, threads: int | None = 1) ->
     try:
         method.run(MethodRun(job.setting, dict(job.hp), job.seed, list(job.targets), out, checkpoint))
     except (DivergenceError, NonFiniteError) as exc:
-        note = f"stopped after {curve[-1]['decisions'] if curve else 0:,} decisions: {exc}"
+        note = f"stopped after the checkpoint at {curve[-1]['decisions'] if curve else 0:,} decisions: {exc}"
     inputs = [i for i, p in enumerate(curve) if p["positions"] <= job.inputs_budget]
     return {"job": job.to_dict(), "run_id": job.run_id, "curve": curve, "best": best["index"],
             "best_inputs": min(inputs, key=lambda i: curve[i]["val"]["criterion"]) if inputs else None,

@@ -139,6 +139,14 @@ def markdown(plan: Plan, tables: dict[str, pd.DataFrame]) -> str:
         p_star = int(inputs.loc[isel, "inputs_budget"].iloc[0])
         lines += _table(inputs[isel], f"At equal inputs (the first P* = {p_star:,} clock positions; counts are "
                                       "those spent within them):") + [""]
+        lines += ["<details><summary>Per-seed rows (equal agent-decisions)</summary>", "",
+                  "| method | seed | " + " | ".join(HEADS[k] for k in METRICS)
+                  + " | positions | agent-decisions | grad steps | train wall (s) | note |",
+                  "|---|---:|" + "---:|" * (len(METRICS) + 4) + "---|"]
+        for r in runs[sel].itertuples():
+            lines.append(f"| {r.method} | {r.seed} | " + " | ".join(f"{getattr(r, k):.4g}" for k in METRICS)
+                         + f" | {r.positions:,} | {r.decisions:,} | {r.grad_steps:,} | {r.wall_s:.1f} | {r.note} |")
+        lines += ["", "</details>", ""]
         gsel = (grid["population"] == s.name) & (grid["layout"] == s.layout) if not grid.empty else None
         if gsel is not None and gsel.any():
             lines += ["Tuning (validation criterion of each grid point's best checkpoint, tuning seed; **chosen**):", ""]
