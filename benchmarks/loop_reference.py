@@ -16,8 +16,8 @@ samples, each one a separate top-k on one 12-slot instance):
 * :func:`loop_reinforce_paper` -- the paper's Eq. 3/4 estimator built from it:
   the regrets from the loop above, the log-probabilities of all samples in one
   vectorised call (as any implementation would compute them; an earlier version
-  built one ``Normal`` per sample, which inflated the fast path's speed-up about
-  16-fold), and the surrogate ``F(C̄) · Σ_m Σ_i log σ(ŷ_{m,i} | x_i)`` with
+  built one ``Normal`` per sample, which made the reference ~20 times slower and
+  the quoted speed-up 360x instead of ~21x, BENCHMARKS.md), and the surrogate ``F(C̄) · Σ_m Σ_i log σ(ŷ_{m,i} | x_i)`` with
   ``F = Σ_m C̄_m^(q+1)`` (power form, Python floats) differentiated with one
   ``backward()``;
 * :func:`loop_epoch` -- one training epoch of :func:`trainers.training.train`
