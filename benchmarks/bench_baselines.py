@@ -20,7 +20,7 @@ positions and wall time.  Runs are resumable (finished ones are skipped) and
 run on local Ray (``--address`` for a cluster).
 
     python benchmarks/bench_baselines.py                 # the full benchmark (hours; see BENCHMARKS.md)
-    python benchmarks/bench_baselines.py --quick         # smoke run into runs/bench-baselines-quick (~2 min)
+    python benchmarks/bench_baselines.py --quick         # smoke run into runs/bench-baselines-quick (~6 min)
     python benchmarks/bench_baselines.py --report-only   # rebuild the tables from the finished runs
 
 Extra arguments (``--backend``, ``--address``, ``--num-cpus``, ``--report-only``)
