@@ -74,6 +74,7 @@ from trainers.evaluation import agent_regrets
 from trainers.grid import BACKENDS, ray_result, ray_session
 from trainers.metrics import equity_metrics
 from trainers.objectives import equitable_loss
+from trainers.rundir import RunDirLock
 from trainers.updates import NonFiniteError
 
 #: Held-out metrics recorded at every checkpoint (both splits).
@@ -502,11 +503,12 @@ def run_plan(plan: Plan, root: str | Path, *, backend: str = "ray", address: str
                     if not ids:
                         start(executor, i)
 
-    if backend == "sequential":
-        drive(_Sequential(root))
-    else:
-        with ray_session(address, num_cpus) as ray:
-            drive(_Ray(ray, root))
+    with RunDirLock(root):  # one benchmark at a time per root: a second one would restart the first one's runs
+        if backend == "sequential":
+            drive(_Sequential(root))
+        else:
+            with ray_session(address, num_cpus) as ray:
+                drive(_Ray(ray, root))
     return counts
 
 

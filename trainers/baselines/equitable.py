@@ -14,8 +14,9 @@ log).  A run takes the whole batches that fit in the budget; "epochs" of
 ``max_batches`` batches (each from a fresh permutation of the positions) are
 sized so that every checkpoint falls on an epoch's end.  The learning rate is
 constant (StepLR never steps), as for every other method of the benchmark,
-and the trainer's own validation selection is off (``selection="last"``): the
-benchmark chooses checkpoints on validation for every method alike.
+and the trainer's own validation is off (``validate_every=0``,
+``selection="last"``): the benchmark validates and chooses checkpoints for
+every method alike.
 """
 from __future__ import annotations
 
@@ -80,11 +81,12 @@ class UpdateRuleMethod(Method):
         units = run.unit_targets(self.decisions_per_unit(pop, run.hp))
         per_epoch = max(d for d in range(1, full + 1) if reduce(math.gcd, units) % d == 0)
         stops = [u // per_epoch for u in units]
-        # selection="last": the benchmark chooses checkpoints itself, the same way for every method (the trainer's
-        # own per-epoch validation is still logged in metrics.csv, but does not swap the final model)
+        # the benchmark validates and chooses checkpoints itself, the same way for every method: no validation
+        # inside the trainer (validate_every=0), and the final model is the last one (selection="last")
         cfg = run.setting.config(**self.train_settings(run.setting), batch_size=batch, lr=float(run.hp["lr"]),
                                  epochs=stops[-1], max_batches=per_epoch, seed=run.seed,
-                                 checkpoint_every=reduce(math.gcd, stops), step_size=stops[-1] + 1, selection="last")
+                                 checkpoint_every=reduce(math.gcd, stops), step_size=stops[-1] + 1, selection="last",
+                                 validate_every=0)
         torch.manual_seed(cfg.seed)  # the initial model, drawn exactly as train() draws it
         initial = build_public_model(cfg.model_config).eval()
         run.checkpoint(Counts(0, 0, 0, 0.0), initial, torch_saver(initial))
