@@ -41,7 +41,8 @@ The protocol, the same for every method (:mod:`trainers.baselines` lists them):
 
 Runs are independent jobs (one directory each under ``ROOT/runs``, finished
 when ``result.json`` exists for the same settings, so a benchmark can be
-stopped and restarted); they run on Ray (local by default, a cluster by
+stopped and restarted; a lock file keeps a second benchmark out of the same
+root while one runs); they run on Ray (local by default, a cluster by
 ``address``) or sequentially, one torch thread each.  :mod:`trainers.benchmark_report`
 turns the run directories into the tables and plots.
 """

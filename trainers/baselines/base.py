@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Protocol
+from typing import Any, Protocol
 
 from eq_envs.population import Population
 
@@ -117,9 +117,6 @@ class Method:
     (:data:`FAMILIES`), ``description`` (one line for the docs and ``--help``).
     """
 
-    #: Suffix of the files :meth:`run`'s ``save`` writes (``".pt"``, ``".zip"``).
-    model_suffix: ClassVar[str] = ".pt"
-
     def __init__(self, name: str, family: str, description: str) -> None:
         if family not in FAMILIES:
             raise ValueError(f"benchmark method {name!r}: family {family!r}; accepted: {', '.join(FAMILIES)}")
@@ -164,6 +161,10 @@ def torch_saver(model: Any) -> Callable[[Path], Path]:
     return save
 
 
+#: Learning-rate factors of every method's grid (times the method's default learning rate).
+LR_FACTORS = (1.0, 3.0)
+
+
 def lr_batch_grid(lr: float, batch_key: str, batches: tuple[int, ...], quick_batches: tuple[int, ...],
                   quick: bool, **fixed: Any) -> list[dict[str, Any]]:
     """The benchmark's grid shape, the same for every method: learning rate x one batch-like size.
@@ -202,10 +203,6 @@ def position_grid(setting: SettingView, lr: float, quick: bool) -> list[dict[str
     """:func:`lr_batch_grid` over ``batch_size`` in clock positions (:func:`position_batches`)."""
     return lr_batch_grid(lr, "batch_size", position_batches(setting, POSITION_BATCHES),
                          position_batches(setting, QUICK_POSITION_BATCHES), quick)
-
-
-#: Learning-rate factors of every method's grid (times the method's default learning rate).
-LR_FACTORS = (1.0, 3.0)
 
 #: Registered methods by name (filled by :func:`register`, in registration order: the tables' order).
 METHODS: dict[str, Method] = {}

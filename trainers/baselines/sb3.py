@@ -60,8 +60,6 @@ def make_env(setting: SettingView, equitable: bool, seed: int):
 class SB3Method(Method):
     """``algo`` (``"PPO"``, ``"A2C"`` or ``"SAC"``) on the utilitarian or the equitable reward."""
 
-    model_suffix = ".zip"
-
     def __init__(self, algo: str, equitable: bool) -> None:
         reward = "equitable" if equitable else "util"
         what = "the equitable reward (running per-agent weights)" if equitable else "minus the mean regret"
@@ -97,8 +95,13 @@ class SB3Method(Method):
             kw["n_steps"] = unit = int(run.hp["n_steps"])
         model = self._class()("MlpPolicy", env, gamma=0.0, seed=run.seed, device="cpu", verbose=0, **kw)
         optimizer = model.actor.optimizer if self.algo == "SAC" else model.policy.optimizer
-        steps = [0]
-        optimizer.register_step_post_hook(lambda *_: steps.__setitem__(0, steps[0] + 1))
+        grad_steps = 0
+
+        def count_step(*_: Any) -> None:
+            nonlocal grad_steps
+            grad_steps += 1
+
+        optimizer.register_step_post_hook(count_step)
         predictor = PolicyPredictor(model, env)
 
         def save(path: Path) -> Path:
@@ -114,7 +117,7 @@ class SB3Method(Method):
             model.learn(total_timesteps=u * unit - model.num_timesteps, reset_num_timesteps=False)
             wall += time.perf_counter() - t0
             n = int(model.num_timesteps)
-            run.checkpoint(Counts(n, n * M, steps[0], wall), predictor, save)
+            run.checkpoint(Counts(n, n * M, grad_steps, wall), predictor, save)
 
     def load_predictor(self, path: Path, setting: SettingView) -> Predictor:
         return PolicyPredictor(self._class().load(path, device="cpu"), make_env(setting, self.equitable, 0))
