@@ -374,6 +374,8 @@ def make_plan(settings: Sequence[Setting], methods: Sequence[str] | None, *, bud
         raise ValueError(f"budget {budget}; accepted: agent-decisions per run, an integer >= 1")
     if checkpoints < 1:
         raise ValueError(f"checkpoints {checkpoints}; accepted: an integer >= 1")
+    if any(int(x) < 0 for x in (*seeds, tune_seed)):
+        raise ValueError(f"seeds {list(seeds)}, tuning seed {tune_seed}; accepted: integers >= 0")
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds {list(seeds)} repeat; accepted: distinct seeds")
     if tune_seed in seeds:

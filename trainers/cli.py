@@ -527,7 +527,8 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
     if spec is not None:
         given = [f for f, v in (("--layout", args.layout), ("--region", args.region), ("--preset", args.preset)) if v]
         if given:
-            raise CLIError(f"{', '.join(given)} do(es) not apply to --population-file; set it in the file")
+            raise CLIError(f"{', '.join(given)}: not accepted with --population-file; accepted: the layout, region "
+                           "and preset set in the file")
         settings = [Setting(spec, spec["layout"], args.q_plus_1)]
     elif not args.population:
         raise CLIError("no population given; accepted: --population NAME [NAME ...] or --population-file FILE")
