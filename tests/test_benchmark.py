@@ -123,7 +123,7 @@ def test_checkpoints_and_the_equal_inputs_point() -> None:
     ppo = plan.targets(setting, "PPO util")
     assert ppo == sorted({175_000, 350_000, 525_000, 700_000, (700_000 // (10 * M)) * M})
     g = next(g for g in plan.groups() if g.method == "PPO util")
-    assert [j.seed for j in g.tune_jobs()] == [plan.tune_seed] * 4 and len({j.run_id for j in g.tune_jobs()}) == 4
+    assert [j.seed for j in g.tune_jobs()] == [plan.tune_seed] * 6 and len({j.run_id for j in g.tune_jobs()}) == 6
     records = [{"curve": [{"val": {"criterion": c}}], "best": 0} for c in (3.0, 1.0, 2.0, 1.0)]
     assert g.choose(records) == 1  # the lowest validation score; ties go to the first
     assert [j.hp for j in g.eval_jobs(1)] == [g.grid[1]] * 2 and [j.seed for j in g.eval_jobs(1)] == [0, 1]
@@ -134,7 +134,7 @@ def test_every_method_has_a_grid_of_the_same_size(layout: str) -> None:
     setting = Setting("ev-similar", layout)
     steps = setting.split_population("train").num_steps  # chunked: one agent's stretch (74 positions)
     sizes = {n: (len(m.grid(setting, False)), len(m.grid(setting, True))) for n, m in METHODS.items()}
-    assert set(sizes.values()) == {(4, 2)}, sizes
+    assert set(sizes.values()) == {(6, 2)}, sizes
     for name in ("eq_ppo", "SPO+"):
         batches = sorted({hp["batch_size"] for hp in METHODS[name].grid(setting, False)})
         assert len(batches) == 2 and batches[-1] == min(128, steps)

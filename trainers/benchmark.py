@@ -26,7 +26,7 @@ The protocol, the same for every method (:mod:`trainers.baselines` lists them):
    method, whatever it optimises (the benchmark asks which method gives the
    most equitable public model).
 5. **Tuning.**  Every method has a grid of the same size (learning rate x a
-   batch-like size, :func:`trainers.baselines.base.lr_batch_grid`: 4 points,
+   batch-like size, :func:`trainers.baselines.base.lr_batch_grid`: 6 points,
    ``--quick`` 2), run once on the tuning seed (``tune_seed``, not one of the
    reported seeds).  A grid point scores its best checkpoint's criterion; the
    lowest score is chosen.  Grid, scores and choice are written to the results.

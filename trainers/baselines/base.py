@@ -162,19 +162,24 @@ def torch_saver(model: Any) -> Callable[[Path], Path]:
 
 
 #: Learning-rate factors of every method's grid (times the method's default learning rate).
-LR_FACTORS = (1.0, 3.0)
+#: Learning-rate factors of every method's grid around its own default (a third, the default, three times);
+#: ``--quick`` uses the last two.  Lower rates were worth trying: on the validation split several methods (ours and
+#: PPO) improved early and then degraded at their default rate (BENCHMARKS.md, the lead's measurements).
+LR_FACTORS = (1.0 / 3.0, 1.0, 3.0)
+QUICK_LR_FACTORS = (1.0, 3.0)
 
 
 def lr_batch_grid(lr: float, batch_key: str, batches: tuple[int, ...], quick_batches: tuple[int, ...],
                   quick: bool, **fixed: Any) -> list[dict[str, Any]]:
     """The benchmark's grid shape, the same for every method: learning rate x one batch-like size.
 
-    Learning rates ``lr`` and ``3 lr`` (``lr``: the method's own default) times
-    ``batches`` (two sizes: a smaller one and the method's default); ``quick``:
-    both learning rates at ``quick_batches`` (one size).
+    Learning rates ``lr/3``, ``lr`` and ``3 lr`` (``lr``: the method's own default) times
+    ``batches`` (two sizes: a smaller one and the method's default): 6 points; ``quick``:
+    ``lr`` and ``3 lr`` at ``quick_batches`` (one size).
     """
     sizes = quick_batches if quick else batches
-    return [{"lr": f * lr, batch_key: b, **fixed} for b in sizes for f in LR_FACTORS]
+    factors = QUICK_LR_FACTORS if quick else LR_FACTORS
+    return [{"lr": f * lr, batch_key: b, **fixed} for b in sizes for f in factors]
 
 
 def position_batches(setting: SettingView, sizes: tuple[int, ...]) -> tuple[int, ...]:
