@@ -97,7 +97,10 @@ class Setting:
     """A population in one layout at one equity exponent: what every method of a benchmark is trained on.
 
     ``population`` is a preset name (with ``region``, ``preset`` and
-    ``layout``) or a population spec (which carries its own).
+    ``layout``) or a population spec (which carries its own).  ``model``:
+    public-model settings (:func:`trainers.networks.build_public_model`) for
+    every method that trains our public model (our rules, the Plain PM, SPO+,
+    PFYL); empty: the trainer's default for the population.
     """
 
     population: str | dict[str, Any]
@@ -105,6 +108,7 @@ class Setting:
     q_plus_1: float = 20.0
     region: str = "CISO"
     preset: str = "paper"
+    model: dict[str, Any] = field(default_factory=dict)
 
     @property
     def is_spec(self) -> bool:
@@ -129,6 +133,8 @@ class Setting:
     def config(self, **settings: Any) -> TrainConfig:
         """A :class:`TrainConfig` on this setting's population and splits, with ``settings``."""
         base: dict[str, Any] = {"population": self.population, "val_fraction": VAL_FRACTION}
+        if self.model:
+            base["model"] = self.model
         if not self.is_spec:
             base.update(region=self.region, preset=self.preset, layout=self.layout)
         return TrainConfig.from_dict({**base, **settings}, source=f"benchmark setting {self.label}")
@@ -145,7 +151,7 @@ class Setting:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Setting:
-        return cls(**d)
+        return cls(**{"model": {}, **d})
 
 
 def _slug(text: str) -> str:

@@ -156,6 +156,18 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
                    help="the model whose validation --guard-metric sets the guard (e.g. the Plain PM's model.pt)")
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object given on the command line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at column {exc.colno}); accepted: a JSON object") \
+            from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("accepted: a JSON object, e.g. '{\"backbone\": \"mlp\"}'")
+    return value
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with a JSON value (a bare word is taken as a string)."""
     key, sep, raw = text.partition("=")
@@ -250,6 +262,10 @@ def _add_benchmark(sub: Any) -> None:
     b.add_argument("--q-plus-1", type=float, default=20.0, dest="q_plus_1",
                    help="equity exponent q+1 of the equitable methods and of the selection criterion (default 20)")
     b.add_argument("--budget", type=int, help="agent-decisions per run (default 2,000,000; --quick 20,000)")
+    b.add_argument("--model", type=_json_object, metavar="JSON",
+                   help="public-model settings for every method that trains our public model (ours, the Plain PM, "
+                        "SPO+, PFYL), e.g. '{\"backbone\": \"mlp\", \"backbone_kwargs\": {\"hidden\": [64, 64]}}' "
+                        "(default: the trainer's model for the population)")
     b.add_argument("--checkpoints", type=int, help="evaluated checkpoints per run besides the initial model and "
                                                    "the equal-inputs point (default 6; --quick 2)")
     b.add_argument("--seeds", type=int, nargs="+", help="reported seeds (default 0 1 2; --quick 0)")
@@ -529,11 +545,12 @@ def cmd_benchmark(args: argparse.Namespace) -> int:
         if given:
             raise CLIError(f"{', '.join(given)}: not accepted with --population-file; accepted: the layout, region "
                            "and preset set in the file")
-        settings = [Setting(spec, spec["layout"], args.q_plus_1)]
+        settings = [Setting(spec, spec["layout"], args.q_plus_1, model=args.model or {})]
     elif not args.population:
         raise CLIError("no population given; accepted: --population NAME [NAME ...] or --population-file FILE")
     else:
-        settings = [Setting(p, lay, args.q_plus_1, region=args.region or "CISO", preset=args.preset or "paper")
+        settings = [Setting(p, lay, args.q_plus_1, region=args.region or "CISO", preset=args.preset or "paper",
+                            model=args.model or {})
                     for p in dict.fromkeys(args.population) for lay in dict.fromkeys(args.layout or ["shared"])]
     if args.num_cpus is not None and args.num_cpus < 1:
         raise CLIError(f"--num-cpus {args.num_cpus} is not accepted; accepted: an integer >= 1")

@@ -66,7 +66,8 @@ class UpdateRuleMethod(Method):
         return self.decisions_per_position(pop) * int(hp["batch_size"])
 
     def grid(self, setting: SettingView, quick: bool) -> list[dict[str, Any]]:
-        return position_grid(setting, setting.config().learning_rate, quick)
+        # around the rule's own default learning rate (eq_ppo's differs from the one-step rules')
+        return position_grid(setting, setting.config(**self.train_settings(setting)).learning_rate, quick)
 
     def train_settings(self, setting: SettingView) -> dict[str, Any]:
         """The rule's TrainConfig settings for ``setting`` (``q`` only for equitable rules)."""
