@@ -30,6 +30,10 @@ __all__ = ["DEFAULT_METHODS", "FAMILIES", "METHODS", "Counts", "Method", "Method
 register(UpdateRuleMethod("eq_ppo", "clipped-ratio, multi-epoch update on running equitable weights, K = 2, "
                                     "leave-one-out baseline, the rule's default settings",
                           estimator="eq_ppo", num_samples=2))
+register(UpdateRuleMethod("eq_ppo+mse", "eq_ppo on the combined objective (1 - beta) L + beta MSE with beta = 0.5 "
+                                        "(the paper's Table 4 idea): the MSE of the mean prediction pins the level a "
+                                        "ranking agent ignores; uses the true signal, as the Plain PM does",
+                          estimator="eq_ppo", num_samples=2, beta=0.5))
 register(UpdateRuleMethod("reinforce_weighted", "chain-rule REINFORCE with difference credit, leave-one-out "
                                                 "baseline, K = 4, one step per rollout",
                           estimator="reinforce_weighted", baseline="loo", num_samples=4))
