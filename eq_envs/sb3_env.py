@@ -39,7 +39,7 @@ Spaces (float32 ``Box``; the same bounds as the per-agent envs of
   they, NaN/inf or a wrong shape raise ``ValueError``, and ``step()`` before
   ``reset()`` raises :class:`gymnasium.error.ResetNeeded`.  SB3 recommends a
   ``[-1, 1]`` action space: wrap with ``gymnasium.wrappers.RescaleAction`` (and
-  ``RescaleObservation``), as ``benchmarks/bench_baselines.py`` does.
+  ``RescaleObservation``), as ``trainers/baselines/sb3.py`` does.
 
 :class:`EquitableRewardWrapper` replaces the reward with the equitable
 weighting of the per-agent regrets, and :class:`PolicyPredictor` turns a trained

@@ -4,6 +4,7 @@
     eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
     eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
     eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
+    eqpm benchmark --population ev-similar --quick   # ours against SB3 and decision-focused baselines
     eqpm train --population-file my_population.toml --run-dir runs/mine   # your own agents and data
     eqpm train --population ev-similar --workers 2 --run-dir runs/ev2      # agents split over 2 Ray Train workers
 
@@ -36,6 +37,7 @@ from eq_envs.population_file import load_population_file, population_label
 from eq_envs.presets import POPULATIONS, PRESETS
 from eq_envs.splits import PROTOCOLS as SPLIT_PROTOCOLS
 from eq_envs.splits import SPLITS, VAL_FRACTION
+from trainers.baselines import DEFAULT_METHODS, METHODS
 from trainers.config import EQUITABLE_ONLY, ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
 from trainers.distributed import train_distributed
 from trainers.errors import DivergenceError
@@ -156,6 +158,18 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
                    help="the model whose validation --guard-metric sets the guard (e.g. the Plain PM's model.pt)")
 
 
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object given on the command line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at column {exc.colno}); accepted: a JSON object") \
+            from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("accepted: a JSON object, e.g. '{\"backbone\": \"mlp\"}'")
+    return value
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with a JSON value (a bare word is taken as a string)."""
     key, sep, raw = text.partition("=")
@@ -233,7 +247,48 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-cpus", type=int, dest="num_cpus", help="cores of the local Ray instance (default: all)")
     r.add_argument("--report-only", action="store_true", dest="report_only",
                    help="train nothing; rebuild tables and plots from the finished run directories")
+    _add_benchmark(sub)
     return ap
+
+
+def _add_benchmark(sub: Any) -> None:
+    b = sub.add_parser("benchmark", help="our update rules against SB3 and decision-focused baselines at equal "
+                                         "budgets, tuned and checkpointed on validation; tables and curves",
+                       description="Every method gets the same agent-decision budget and the same tuning grid "
+                                   "(learning rate x batch-like size), chooses its grid point and checkpoint on the "
+                                   "validation split by the norm-form Equitable Objective at q+1, and is reported on "
+                                   "the test split over several seeds (trainers/benchmark.py; BENCHMARKS.md).")
+    b.add_argument("--population", nargs="+", choices=sorted(POPULATIONS), metavar="NAME",
+                   help=f"one or more presets: {', '.join(POPULATIONS)}")
+    _add_population_file(b)
+    b.add_argument("--layout", nargs="+", choices=LAYOUTS, help="one or more of: shared (default), chunked")
+    b.add_argument("--region", choices=sorted(REGIONS), metavar="BA", help="grid data of this balancing authority "
+                                                                         "(default CISO)")
+    b.add_argument("--preset", choices=PRESETS, help="signal scaling (default paper)")
+    b.add_argument("--methods", nargs="+", metavar="METHOD",
+                   help=f"methods by name (default, those that apply: {', '.join(DEFAULT_METHODS)}); all: "
+                        f"{', '.join(repr(m) for m in METHODS)}")
+    b.add_argument("--q-plus-1", type=float, default=20.0, dest="q_plus_1",
+                   help="equity exponent q+1 of the equitable methods and of the selection criterion (default 20)")
+    b.add_argument("--budget", type=int, help="agent-decisions per run (default 2,000,000; --quick 20,000)")
+    b.add_argument("--model", type=_json_object, metavar="JSON",
+                   help="public-model settings for every method that trains our public model (ours, the Plain PM, "
+                        "SPO+, PFYL), e.g. '{\"backbone\": \"mlp\", \"backbone_kwargs\": {\"hidden\": [64, 64]}}' "
+                        "(default: the trainer's model for the population)")
+    b.add_argument("--checkpoints", type=int, help="evaluated checkpoints per run besides the initial model and "
+                                                   "the equal-inputs point (default 6; --quick 2)")
+    b.add_argument("--seeds", type=int, nargs="+", help="reported seeds (default 0 1 2; --quick 0)")
+    b.add_argument("--tune-seed", type=int, default=100, dest="tune_seed",
+                   help="seed of the tuning runs, not a reported seed (default 100)")
+    b.add_argument("--quick", action="store_true", help="smoke size: 20,000 decisions, 2 grid points, 1 seed")
+    b.add_argument("--out", type=Path, help="tables, plots and runs/ (default runs/benchmark, --quick: "
+                                            "runs/benchmark-quick)")
+    b.add_argument("--backend", choices=BACKENDS, default="ray",
+                   help="'ray' (default: local Ray on this machine's cores, or --address) or 'sequential'")
+    b.add_argument("--address", help="address of an existing Ray cluster (e.g. auto or ray://host:10001)")
+    b.add_argument("--num-cpus", type=int, dest="num_cpus", help="cores of the local Ray instance (default: all)")
+    b.add_argument("--report-only", action="store_true", dest="report_only",
+                   help="train nothing; rebuild the tables and plots from the finished runs")
 
 
 def _population_file(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -495,6 +550,45 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from trainers.benchmark import Setting, make_plan, run_plan
+    from trainers.benchmark_report import write_report
+
+    spec = _population_file(args)
+    if spec is not None:
+        given = [f for f, v in (("--layout", args.layout), ("--region", args.region), ("--preset", args.preset)) if v]
+        if given:
+            raise CLIError(f"{', '.join(given)}: not accepted with --population-file; accepted: the layout, region "
+                           "and preset set in the file")
+        settings = [Setting(spec, spec["layout"], args.q_plus_1, model=args.model or {})]
+    elif not args.population:
+        raise CLIError("no population given; accepted: --population NAME [NAME ...] or --population-file FILE")
+    else:
+        settings = [Setting(p, lay, args.q_plus_1, region=args.region or "CISO", preset=args.preset or "paper",
+                            model=args.model or {})
+                    for p in dict.fromkeys(args.population) for lay in dict.fromkeys(args.layout or ["shared"])]
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise CLIError(f"--num-cpus {args.num_cpus} is not accepted; accepted: an integer >= 1")
+    if args.address is not None and args.backend != "ray":
+        raise CLIError("--address needs --backend ray")
+    try:
+        plan = make_plan(settings, args.methods, budget=args.budget, checkpoints=args.checkpoints, seeds=args.seeds,
+                         tune_seed=args.tune_seed, quick=args.quick)
+    except ValueError as exc:  # also ConfigError and DataError: one line, nothing written
+        raise CLIError(str(exc)) from None
+    out = check_output_dir(args.out or Path("runs/benchmark-quick" if args.quick else "runs/benchmark"), "--out")
+    t0 = time.perf_counter()
+    if not args.report_only:
+        run_plan(plan, out, backend=args.backend, address=args.address, num_cpus=args.num_cpus)
+    try:
+        paths = write_report(plan, out, out)
+    except RuntimeError as exc:
+        raise CLIError(f"{exc}; run 'eqpm benchmark' without --report-only first") from None
+    print(paths["markdown"].read_text())
+    print(f"wall time {time.perf_counter() - t0:.0f} s; tables, curves and runs under {out}")
+    return 0
+
+
 def _one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
@@ -508,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("eq_envs.data").setLevel(logging.ERROR)
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
-                "reproduce": cmd_reproduce}[args.command](args)
+                "reproduce": cmd_reproduce, "benchmark": cmd_benchmark}[args.command](args)
     except KeyboardInterrupt:  # outside a training run: nothing to resume from
         if args.debug:
             raise

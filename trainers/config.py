@@ -209,7 +209,8 @@ class TrainConfig:
         choice("region", self.region, REGIONS)
         choice("preset", self.preset, PRESETS)
         choice("objective", self.objective, OBJECTIVES)
-        choice("estimator", self.estimator, ESTIMATOR_CHOICES)
+        # read the registry now, not at import: a rule registered later (docs/trainer.md) is accepted too
+        choice("estimator", self.estimator, ("auto", *(n for n in RULES if n != "mse")))
         choice("layout", self.layout, LAYOUTS)
         choice("protocol", self.protocol, PROTOCOLS)
         if not (isinstance(self.val_fraction, (int, float)) and not isinstance(self.val_fraction, bool)
