@@ -33,6 +33,7 @@ from trainers.config import ConfigError, TrainConfig
 from trainers.distributed import _worker_error, check_settings, train_distributed, train_worker
 from trainers.networks import load_public_model
 from trainers.training import CSV_FIELDS, train
+from trainers.updates import RULES, SingleStepRule
 
 MLP = {"backbone": "mlp", "backbone_kwargs": {"hidden": [32]}}
 SMALL = dict(epochs=2, max_batches=2, batch_size=32, seed=3)
@@ -92,9 +93,20 @@ def test_shard_ranges_cover_the_agents_evenly() -> None:
         shard_ranges(3, 4)
 
 
-def test_settings_that_cannot_be_sharded_are_refused_in_one_line() -> None:
-    with pytest.raises(ConfigError, match="objective='mse' \\(the Plain PM\\) cannot be trained over agent shards"):
+def test_settings_that_cannot_be_sharded_are_refused_in_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(ConfigError, match="update rule 'mse' \\(objective='mse', the Plain PM: no per-agent work to "
+                                          "split\\) cannot be trained over agent shards \\(workers=2\\); accepted: an "
+                                          "Equitable PM with estimator eq_ppo, pathwise, reinforce_paper, "
+                                          "reinforce_weighted, or one process"):
         check_settings(TrainConfig(population="phone", objective="mse"), 2)
+
+    class Unmarked(SingleStepRule):  # a user's rule that does not declare the AgentShard contract
+        name = "unmarked_example"
+
+    monkeypatch.setitem(RULES, Unmarked.name, Unmarked)
+    with pytest.raises(ConfigError, match="update rule 'unmarked_example' \\(estimator='unmarked_example': not "
+                                          "marked shardable"):
+        check_settings(TrainConfig(population="phone", estimator="unmarked_example"), 2)
     with pytest.raises(ConfigError, match="workers=19 is more than the 18 agents"):
         check_settings(TrainConfig(population="phone"), 19)
     with pytest.raises(ConfigError, match="workers=0 is not accepted"):

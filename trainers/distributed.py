@@ -198,9 +198,11 @@ def check_settings(cfg: TrainConfig, workers: int, pop: Population | None = None
     if not rule.shardable:
         from trainers.updates import RULES
         accepted = ", ".join(n for n, r in RULES.items() if r.shardable)
-        what = "objective='mse' (the Plain PM)" if rule.name == "mse" else f"estimator={rule.name!r}"
-        raise ConfigError(f"{what} cannot be trained over agent shards (workers={workers}); accepted: an Equitable "
-                          f"PM with estimator {accepted}, or the single-process trainer (workers=1: trainers.training.train)")
+        why = ("objective='mse', the Plain PM: no per-agent work to split" if rule.name == "mse" else
+               f"estimator={rule.name!r}: not marked shardable, docs/trainer.md")
+        raise ConfigError(f"update rule {rule.name!r} ({why}) cannot be trained over agent shards (workers={workers}); "
+                          f"accepted: an Equitable PM with estimator {accepted}, or one process (eqpm train without "
+                          f"--workers, trainers.training.train)")
     if workers > pop.num_agents:
         raise ConfigError(f"workers={workers} is more than the {pop.num_agents} agents of population {pop.name}; "
                           f"accepted: 1 to {pop.num_agents} workers")
@@ -246,8 +248,9 @@ def train_distributed(cfg: TrainConfig, run_dir: str | Path | None = None, *, wo
             held.enter_context(RunDirLock(out))  # the settings are checked: only now is anything written
         if not ray.is_initialized():
             if address is None:
-                ray.init(num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker), include_dashboard=False,
-                         log_to_driver=progress, configure_logging=False)
+                # "local": a new instance even where RAY_ADDRESS or a `ray start` on this machine names another
+                ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers * cpus_per_worker),
+                         include_dashboard=False, log_to_driver=progress, configure_logging=False)
             else:
                 ray.init(address=address, log_to_driver=progress, configure_logging=False)
             held.callback(ray.shutdown)
