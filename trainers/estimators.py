@@ -99,6 +99,7 @@ from trainers.objectives import (
     combined_loss,
     equitable_loss,
     equitable_weights,
+    logsumexp_excluding_each,
     mse_loss,
 )
 
@@ -194,7 +195,9 @@ def difference_credit(mean_regret: Tensor, regret: Tensor, baseline: Tensor, q: 
     ``mean_regret [K, M]``, ``regret`` and ``baseline`` ``[K, M, B]`` (all ``>= 0``).
     For ``q = 0`` this is ``(C - b) / B``.  The norm form is evaluated as
     ``N - N' = -N · expm1(log N' - log N)`` with
-    ``log N' = logaddexp(logsumexp_{k≠m}(p log C̄_k), p log C̄'_{m,i}) / p``.
+    ``log N' = logaddexp(logsumexp_{k≠m}(p log C̄_k), p log C̄'_{m,i}) / p``; the
+    leave-one-out log-sum-exp comes from the full one in O(M) memory
+    (:func:`trainers.objectives.logsumexp_excluding_each`).
     """
     p = check_q(q) + 1.0
     B = regret.shape[-1]
@@ -205,11 +208,8 @@ def difference_credit(mean_regret: Tensor, regret: Tensor, baseline: Tensor, q: 
     if form == "power":
         return cbar.pow(p) - new.pow(p)
     z = p * _masked_log(mean_regret)  # [K, M]
-    M = z.shape[-1]
     log_n = (_logsumexp(z) / p)[..., None, None]  # [K, 1, 1]
-    eye = torch.eye(M, dtype=torch.bool, device=z.device)
-    z_excl = z.unsqueeze(-2).expand(*z.shape[:-1], M, M).masked_fill(eye, -math.inf)
-    lse_excl = _logsumexp(z_excl)  # [K, M]: logsumexp over agents other than m
+    lse_excl = logsumexp_excluding_each(z)  # [K, M]: logsumexp over agents other than m, O(M) memory
     log_new = torch.logaddexp(lse_excl.unsqueeze(-1), p * _masked_log(new)) / p  # [K, M, B]
     finite = torch.isfinite(log_n)
     ln = torch.where(finite, log_n, torch.zeros_like(log_n))
