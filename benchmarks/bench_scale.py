@@ -1,0 +1,350 @@
+"""Scaling with the number of agents: seconds per epoch and peak memory, 50 to 500,000 agents (issue 14).
+
+Populations are the presets' agents tiled (agent ``j`` is preset agent
+``j mod n`` with its own contexts; chunked agents own consecutive stretches of
+time, wrapping around the split): data centers from
+``dc-different-different-lambda`` (50 agents, pathwise estimator) and EVs
+from ``ev-similar`` (70 agents, ``reinforce_weighted`` with the difference
+credit and the deterministic baseline), q + 1 = 20, K = 1, batch 128, Adam --
+what ``eqpm train`` runs, through :func:`trainers.training.train` itself
+(``train`` builds its population from a preset name, so the child process
+hands it the tiled population by patching ``trainers.training.build_population``).
+
+Every configuration runs in its own child process (peak memory is the child's
+``ru_maxrss``, so runs do not pollute each other) for two epochs of ``n``
+batches: the first warms up, the second is timed.  With the whole epoch timed
+``s/epoch`` is measured; otherwise it is ``s/batch`` times the batches of a full
+epoch (column ``timed``).  One agent-decision is one agent scored on one
+sampled prediction (K = 1: agents x clock positions); the deterministic
+baseline's extra evaluation is not counted.  ``net`` is the share of a batch
+spent in the public model's forward and backward on that batch's input
+(timed separately) -- in the chunked layout every agent has its own input, so
+the network runs on ``M x B`` sequences and dominates.  A child gets an
+address-space cap (``--memory-limit-gb``) so a point that does not fit fails
+on its own instead of starving the shared machine.
+
+Growth exponents are least-squares slopes of log(s/epoch) and log(peak memory
+above the interpreter's) against log(agents), over the points with at least
+500 agents.  Part two is the memory model of the regret fast path
+(:meth:`eq_envs.population.Population.regret`): peak bytes of tensors
+allocated per agent-decision (torch profiler), unsharded and under the
+default 256 MiB shard budget.
+
+Results accumulate in ``benchmarks/results/scale.csv`` (a row per
+configuration, replaced when re-measured) and the table in ``scale.md`` is
+rebuilt from it, so the big points can be run separately:
+
+    python benchmarks/bench_scale.py                          # 50, 500, 5,000 agents: ~10 min on 2 cores
+    python benchmarks/bench_scale.py --agents 50000 100000 --layouts shared --batches 3
+    python benchmarks/bench_scale.py --agents 500000 --kinds ev --layouts shared --batches 2
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import csv
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import torch
+
+from agents.data_center import DataCenterAgent
+from agents.ev_charging import EVChargingAgent
+from eq_envs.population import Population
+from eq_envs.presets import build_population, chunk_lengths, dc_lambdas, dc_workloads, ev_needs_rates
+
+sys.path.insert(0, str(Path(__file__).parent))
+from timing import median_time  # noqa: E402  (benchmarks/timing.py)
+
+PRESET = {"dc": "dc-different-different-lambda", "ev": "ev-similar"}
+Q = 19.0  # q + 1 = 20, the paper's EV setting; the pathwise data-center cost does not depend on q
+RESULTS = Path(__file__).parent / "results"
+FIELDS = ("kind", "layout", "agents", "batch_size", "threads", "estimator", "batches_per_epoch", "timed_batches",
+          "s_per_batch", "s_per_epoch", "us_per_decision", "net_share", "rss_start_gb", "rss_built_gb",
+          "peak_rss_gb", "bytes_per_decision", "status", "date")
+
+
+# --------------------------------------------------------------------------- tiled populations
+def tiled_population(kind: str, layout: str, num_agents: int) -> Population:
+    """The preset's agents tiled to ``num_agents`` (training split)."""
+    base = build_population(PRESET[kind], split="train", layout="shared")
+    if kind == "ev":
+        needs, rates = ev_needs_rates("similar", "train")
+        tile = [j % len(needs) for j in range(num_agents)]
+        group = EVChargingAgent([needs[j] for j in tile], [rates[j] for j in tile], horizon=base.horizon)
+    else:
+        work = dc_workloads("different", "train")
+        lam = dc_lambdas("different", len(work))
+        tile = [j % len(work) for j in range(num_agents)]
+        group = DataCenterAgent([work[j] for j in tile], lam=lam[tile], horizon=base.horizon)
+    pop = Population(f"{base.name}-x{num_agents}", base.signal, "train", base.split_range, [group], base.horizon,
+                     signal_name=base.signal_name, units=base.units)
+    if layout == "shared":
+        return pop
+    return Population(pop.name, pop.signal, "train", pop.split_range, [group], pop.horizon, layout="chunked",
+                      chunk_lengths=chunk_lengths(pop), signal_name=pop.signal_name, units=pop.units)
+
+
+# --------------------------------------------------------------------------- one configuration (child process)
+def _rss_gb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: kB
+
+
+def measure(kind: str, layout: str, num_agents: int, batches: int, batch_size: int, threads: int) -> dict:
+    """Train two epochs of ``batches`` batches; time the second.  Runs in a fresh process."""
+    from trainers import training
+    from trainers.config import TrainConfig
+
+    torch.set_num_threads(threads)
+    row = {"kind": kind, "layout": layout, "agents": num_agents, "batch_size": batch_size, "threads": threads,
+           "rss_start_gb": _rss_gb()}
+    pop = tiled_population(kind, layout, num_agents)
+    row["rss_built_gb"] = _rss_gb()
+    cfg = TrainConfig(population=PRESET[kind], layout=layout, q=Q, epochs=2, max_batches=batches,
+                      batch_size=batch_size, seed=0)
+    with mock.patch.object(training, "build_population", lambda *a, **k: pop):
+        result = training.train(cfg, None, tensorboard=False)
+    row["estimator"] = training.resolve_estimator(cfg, pop)
+    timed = result.history[-1]
+    full = -(-pop.num_steps // batch_size)
+    positions = min(batch_size, pop.num_steps)
+    row.update(batches_per_epoch=full, timed_batches=int(timed["batches"]),
+               s_per_batch=timed["seconds"] / timed["batches"])
+    row["s_per_epoch"] = timed["seconds"] if timed["batches"] == full else row["s_per_batch"] * full
+    decisions = num_agents * (pop.num_steps if timed["batches"] == full else positions * timed["batches"])
+    row["us_per_decision"] = timed["seconds"] / decisions * 1e6
+
+    model, idx = result.model.train(), torch.arange(positions)
+    x = pop.observation(idx)
+
+    def net() -> None:
+        dist = model.distribution(x)
+        (dist.mean.sum() + dist.stddev.sum()).backward()
+
+    row["net_share"] = median_time(net, 3, warmup=False) / row["s_per_batch"]
+    row["peak_rss_gb"] = _rss_gb()
+    row["bytes_per_decision"] = (row["peak_rss_gb"] - row["rss_start_gb"]) * 2**30 / (num_agents * positions)
+    row["status"] = "ok"
+    return row
+
+
+def _child(args: argparse.Namespace) -> None:
+    limit = int(args.memory_limit_gb * 2**30)
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+    kind, layout, agents = args.child[0], args.child[1], int(args.child[2])
+    try:
+        row = measure(kind, layout, agents, args.batches_for(agents), args.batch_size, args.threads)
+    except (MemoryError, RuntimeError) as exc:  # torch: "DefaultCPUAllocator: can't allocate memory"
+        if "alloc" not in str(exc) and not isinstance(exc, MemoryError):
+            raise
+        row = {"kind": kind, "layout": layout, "agents": agents, "batch_size": args.batch_size,
+               "threads": args.threads, "peak_rss_gb": _rss_gb(),
+               "status": f"out of memory under the {args.memory_limit_gb:g} GB address-space cap"}
+    print("RESULT " + json.dumps(row))
+
+
+def run_point(kind: str, layout: str, agents: int, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--child", kind, layout, str(agents), "--batch-size", str(args.batch_size),
+           "--threads", str(args.threads), "--memory-limit-gb", str(args.memory_limit_gb)]
+    if args.batches is not None:
+        cmd += ["--batches", str(args.batches)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
+    if proc.returncode != 0 or not lines:
+        tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
+        row = {"kind": kind, "layout": layout, "agents": agents, "batch_size": args.batch_size,
+               "threads": args.threads, "status": f"failed (exit {proc.returncode}): {tail[0][:150]}"}
+    else:
+        row = json.loads(lines[-1][len("RESULT "):])
+    row["date"] = datetime.date.today().isoformat()
+    print(f"  {kind} {layout} {agents:>7,} agents: {row['status']}"
+          + (f", {row['s_per_epoch']:.4g} s/epoch, {row['peak_rss_gb']:.2f} GB peak" if row["status"] == "ok" else "")
+          + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return row
+
+
+# --------------------------------------------------------------------------- the fast path's memory model
+@contextlib.contextmanager
+def _quiet_native_stderr():
+    """Silence file descriptor 2 (the profiler's native start/stop lines) for the duration."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def peak_tensor_bytes(fn) -> int:
+    """Peak bytes of CPU tensors allocated during ``fn()`` (torch profiler allocation events)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with _quiet_native_stderr(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    current = peak = 0
+    for ev in sorted(prof.events(), key=lambda e: e.time_range.start):
+        current += ev.cpu_memory_usage if ev.name == "[memory]" else ev.self_cpu_memory_usage
+        peak = max(peak, current)
+    return peak
+
+
+FAST_PATH_BUDGETS = (("unsharded", 2**62), ("default 256 MiB", None), ("16 MiB", 16 * 2**20))
+
+
+def fast_path_memory(num_agents: int = 20000, batch: int = 128) -> list[dict]:
+    """Peak tensor bytes of one ``Population.regret`` call on float32 predictions, at three shard budgets."""
+    rows = []
+    for kind in ("dc", "ev"):
+        for layout in ("shared", "chunked"):
+            pop = tiled_population(kind, layout, num_agents)
+            B = min(batch, pop.num_steps)
+            idx = torch.arange(B)
+            g = torch.Generator().manual_seed(0)
+            pred = 1.0 + 9.0 * torch.rand(num_agents, B, pop.horizon, generator=g)  # float32, as sampled
+            for what, p in (("per-agent", pred), ("shared", pred[:1])):
+                peaks = {name: peak_tensor_bytes(partial(pop.regret, p, idx, memory_budget=budget))
+                         for name, budget in FAST_PATH_BUDGETS}
+                rows.append({"kind": kind, "layout": layout, "prediction": what, "agents": num_agents, "batch": B,
+                             "model": pop.groups[0].bytes_per_decision(), **peaks})
+    return rows
+
+
+# --------------------------------------------------------------------------- table
+def _read(path: Path) -> list[dict]:
+    if not path.exists():
+        return []
+    with path.open() as fh:
+        return list(csv.DictReader(fh))
+
+
+def _merge(path: Path, new: list[dict]) -> list[dict]:
+    key = lambda r: (r["kind"], r["layout"], int(r["agents"]), int(r["batch_size"]), int(r["threads"]))  # noqa: E731
+    rows = {key(r): r for r in _read(path)}
+    rows.update({key(r): {k: r.get(k, "") for k in FIELDS} for r in new})
+    out = sorted(rows.values(), key=key)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w.writeheader()
+        w.writerows(out)
+    return out
+
+
+def _f(r: dict, k: str) -> float:
+    return float(r[k]) if r.get(k, "") not in ("", None) else math.nan
+
+
+def exponent(rows: list[dict], y: str, min_agents: int = 500) -> tuple[float, int]:
+    """Least-squares slope of log(y) on log(agents) over the ok rows with >= min_agents agents."""
+    pts = [(int(r["agents"]), _f(r, y)) for r in rows if r["status"] == "ok" and int(r["agents"]) >= min_agents]
+    pts = [(a, v) for a, v in pts if v > 0]
+    if len(pts) < 2:
+        return math.nan, len(pts)
+    slope = np.polyfit(np.log([a for a, _ in pts]), np.log([v for _, v in pts]), 1)[0]
+    return float(slope), len(pts)
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| kind | layout | agents | batch | s/epoch | timed batches | µs per agent-decision | net share | "
+             "peak RSS (GB) | RSS after build (GB) | bytes per agent-decision | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in rows:
+        if r["status"] != "ok":
+            lines.append(f"| {r['kind']} | {r['layout']} | {int(r['agents']):,} | {r['batch_size']} | | | | | "
+                         f"{_f(r, 'peak_rss_gb'):.2f} | | | {r['status']} |")
+            continue
+        timed = f"{r['timed_batches']} of {r['batches_per_epoch']}"
+        lines.append(f"| {r['kind']} | {r['layout']} | {int(r['agents']):,} | {r['batch_size']} | "
+                     f"{_f(r, 's_per_epoch'):,.3g} | {timed} | {_f(r, 'us_per_decision'):.3g} | "
+                     f"{_f(r, 'net_share'):.0%} | {_f(r, 'peak_rss_gb'):.2f} | {_f(r, 'rss_built_gb'):.2f} | "
+                     f"{_f(r, 'bytes_per_decision'):,.0f} | ok |")
+    lines += ["", "| kind | layout | batch | time exponent (points) | memory exponent (points) | "
+              "µs/decision at 50,000 ÷ at 500 |", "|---|---|---:|---:|---:|---:|"]
+    groups = sorted({(r["kind"], r["layout"], r["batch_size"]) for r in rows})
+    for kind, layout, bs in groups:
+        sub = [r for r in rows if (r["kind"], r["layout"], r["batch_size"]) == (kind, layout, bs)]
+        te, tn = exponent(sub, "s_per_epoch")
+        for r in sub:
+            r["peak_above_start"] = _f(r, "peak_rss_gb") - _f(r, "rss_start_gb")
+        me, mn = exponent(sub, "peak_above_start")
+        at = {int(r["agents"]): _f(r, "us_per_decision") for r in sub if r["status"] == "ok"}
+        ratio = f"{at[50000] / at[500]:.2f}" if 500 in at and 50000 in at else "not measured"
+        lines.append(f"| {kind} | {layout} | {bs} | {te:.2f} ({tn}) | {me:.2f} ({mn}) | {ratio} |")
+    return "\n".join(lines)
+
+
+def fast_path_table(rows: list[dict]) -> str:
+    names = [n for n, _ in FAST_PATH_BUDGETS]
+    lines = ["| kind | layout | prediction | agents x positions | bytes per agent-decision, unsharded | "
+             "model: bytes_per_decision() | " + " | ".join(f"peak MiB, {n}" for n in names) + " |",
+             "|---|---|---|---|---:|---:|" + "---:|" * len(names)]
+    for r in rows:
+        per = r["unsharded"] / (r["agents"] * r["batch"])
+        lines.append(f"| {r['kind']} | {r['layout']} | {r['prediction']} | {r['agents']:,} x {r['batch']} | {per:.0f} | "
+                     f"{r['model']} | " + " | ".join(f"{r[n] / 2**20:,.0f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--agents", type=int, nargs="+", default=[50, 500, 5000],
+                    help="population sizes (default 50 500 5000; the big points 50000 100000 500000 are flags)")
+    ap.add_argument("--kinds", nargs="+", choices=tuple(PRESET), default=["dc", "ev"])
+    ap.add_argument("--layouts", nargs="+", choices=("shared", "chunked"), default=["shared", "chunked"])
+    ap.add_argument("--batches", type=int, default=None,
+                    help="batches per epoch run (warm-up and timed); default the whole epoch up to 5,000 agents, "
+                         "3 above")
+    ap.add_argument("--batch-size", type=int, default=128, dest="batch_size")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the 2 cores are shared)")
+    ap.add_argument("--memory-limit-gb", type=float, default=12.0, dest="memory_limit_gb",
+                    help="address-space cap of each child (default 12; RSS stays ~0.6 GB below it)")
+    ap.add_argument("--chunked-max-agents", type=int, default=500, dest="chunked_max_agents",
+                    help="skip chunked points above this many agents (default 500: the network's activations, "
+                         "~47 kB per agent-decision, put 5,000 chunked agents at ~21 GB)")
+    ap.add_argument("--no-fast-path", action="store_true", help="skip the fast path's memory model (part two)")
+    ap.add_argument("--csv", type=Path, default=RESULTS / "scale.csv")
+    ap.add_argument("--child", nargs=3, metavar=("KIND", "LAYOUT", "AGENTS"), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    args.batches_for = lambda m: args.batches if args.batches is not None else (10**9 if m <= 5000 else 3)
+    if args.child:
+        _child(args)
+        return
+
+    torch.set_num_threads(args.threads)
+    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
+          f"Python {platform.python_version()}, torch {torch.__version__}, {args.threads} thread(s); "
+          f"load average {os.getloadavg()[0]:.1f}; {datetime.date.today().isoformat()}", flush=True)
+    points = [(k, lay, m) for m in args.agents for k in args.kinds for lay in args.layouts]
+    skipped = [p for p in points if p[1] == "chunked" and p[2] > args.chunked_max_agents]
+    if skipped:
+        print(f"  skipped (chunked above --chunked-max-agents {args.chunked_max_agents}): "
+              + ", ".join(f"{k} {m:,}" for k, _, m in skipped))
+    new = [run_point(k, lay, m, args) for k, lay, m in points if (k, lay, m) not in skipped]
+    rows = _merge(args.csv, new)
+    text = ["## Seconds per epoch and peak memory", "", table(rows)]
+    if not args.no_fast_path:
+        text += ["", "## Memory of the regret fast path (Population.regret)", "", fast_path_table(fast_path_memory())]
+    out = "\n".join(text)
+    print("\n" + out)
+    args.csv.with_suffix(".md").write_text(out + "\n")
+
+
+if __name__ == "__main__":
+    main()
