@@ -72,7 +72,7 @@ Q = 19.0  # q + 1 = 20, the paper's EV setting; the pathwise data-center cost do
 RESULTS = Path(__file__).parent / "results"
 FIELDS = ("kind", "layout", "agents", "batch_size", "threads", "estimator", "batches_per_epoch", "timed_batches",
           "s_per_batch", "s_per_epoch", "us_per_decision", "net_share", "rss_start_gb", "rss_built_gb",
-          "peak_rss_gb", "bytes_per_decision", "status", "date")
+          "peak_rss_gb", "bytes_per_decision", "repeats", "spread", "load_avg", "status", "date")
 
 
 # --------------------------------------------------------------------------- tiled populations
@@ -135,6 +135,7 @@ def measure(kind: str, layout: str, num_agents: int, batches: int, batch_size: i
     row["net_share"] = median_time(net, 3, warmup=False) / row["s_per_batch"]
     row["peak_rss_gb"] = _rss_gb()
     row["bytes_per_decision"] = (row["peak_rss_gb"] - row["rss_start_gb"]) * 2**30 / (num_agents * positions)
+    row["load_avg"] = os.getloadavg()[0]
     row["status"] = "ok"
     return row
 
@@ -173,6 +174,17 @@ def run_point(kind: str, layout: str, agents: int, args: argparse.Namespace) -> 
     print(f"  {kind} {layout} {agents:>7,} agents: {row['status']}"
           + (f", {row['s_per_epoch']:.4g} s/epoch, {row['peak_rss_gb']:.2f} GB peak" if row["status"] == "ok" else "")
           + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
+    return row
+
+
+def median_run(rows: list[dict]) -> dict:
+    """The repeat with the median seconds per batch (lower median), its spread ``(max - min) / median`` and repeats."""
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["s_per_batch"])
+    if not ok:
+        return rows[-1]
+    row = dict(ok[(len(ok) - 1) // 2])
+    row.update(repeats=len(ok), spread=(ok[-1]["s_per_batch"] - ok[0]["s_per_batch"]) / row["s_per_batch"],
+               peak_rss_gb=max(r["peak_rss_gb"] for r in ok))
     return row
 
 
@@ -237,13 +249,16 @@ def _merge(path: Path, new: list[dict]) -> list[dict]:
     key = lambda r: (r["kind"], r["layout"], int(r["agents"]), int(r["batch_size"]), int(r["threads"]))  # noqa: E731
     rows = {key(r): r for r in _read(path)}
     rows.update({key(r): {k: r.get(k, "") for k in FIELDS} for r in new})
-    out = sorted(rows.values(), key=key)
+    _write(path, sorted(rows.values(), key=key), FIELDS)
+    return _read(path)
+
+
+def _write(path: Path, rows: list[dict], fields) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=FIELDS)
+        w = csv.DictWriter(fh, fieldnames=fields)
         w.writeheader()
-        w.writerows(out)
-    return out
+        w.writerows(rows)
 
 
 def _f(r: dict, k: str) -> float:
@@ -262,18 +277,19 @@ def exponent(rows: list[dict], y: str, min_agents: int = 500) -> tuple[float, in
 
 def table(rows: list[dict]) -> str:
     lines = ["| kind | layout | agents | batch | s/epoch | timed batches | µs per agent-decision | net share | "
-             "peak RSS (GB) | RSS after build (GB) | bytes per agent-decision | status |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"]
+             "peak RSS (GB) | RSS after build (GB) | bytes per agent-decision | repeats, spread | load | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in rows:
         if r["status"] != "ok":
             lines.append(f"| {r['kind']} | {r['layout']} | {int(r['agents']):,} | {r['batch_size']} | | | | | "
-                         f"{_f(r, 'peak_rss_gb'):.2f} | | | {r['status']} |")
+                         f"{_f(r, 'peak_rss_gb'):.2f} | | | | | {r['status']} |")
             continue
         timed = f"{r['timed_batches']} of {r['batches_per_epoch']}"
         lines.append(f"| {r['kind']} | {r['layout']} | {int(r['agents']):,} | {r['batch_size']} | "
                      f"{_f(r, 's_per_epoch'):,.3g} | {timed} | {_f(r, 'us_per_decision'):.3g} | "
                      f"{_f(r, 'net_share'):.0%} | {_f(r, 'peak_rss_gb'):.2f} | {_f(r, 'rss_built_gb'):.2f} | "
-                     f"{_f(r, 'bytes_per_decision'):,.0f} | ok |")
+                     f"{_f(r, 'bytes_per_decision'):,.0f} | {r.get('repeats') or 1}, {_f(r, 'spread'):.0%} | "
+                     f"{_f(r, 'load_avg'):.1f} | ok |")
     lines += ["", "| kind | layout | batch | time exponent (points) | memory exponent (points) | "
               "µs/decision at 50,000 ÷ at 500 |", "|---|---|---:|---:|---:|---:|"]
     groups = sorted({(r["kind"], r["layout"], r["batch_size"]) for r in rows})
@@ -295,9 +311,10 @@ def fast_path_table(rows: list[dict]) -> str:
              "model: bytes_per_decision() | " + " | ".join(f"peak MiB, {n}" for n in names) + " |",
              "|---|---|---|---|---:|---:|" + "---:|" * len(names)]
     for r in rows:
-        per = r["unsharded"] / (r["agents"] * r["batch"])
-        lines.append(f"| {r['kind']} | {r['layout']} | {r['prediction']} | {r['agents']:,} x {r['batch']} | {per:.0f} | "
-                     f"{r['model']} | " + " | ".join(f"{r[n] / 2**20:,.0f}" for n in names) + " |")
+        agents, batch = int(r["agents"]), int(r["batch"])
+        per = float(r["unsharded"]) / (agents * batch)
+        lines.append(f"| {r['kind']} | {r['layout']} | {r['prediction']} | {agents:,} x {batch} | {per:.0f} | "
+                     f"{r['model']} | " + " | ".join(f"{float(r[n]) / 2**20:,.0f}" for n in names) + " |")
     return "\n".join(lines)
 
 
@@ -311,6 +328,8 @@ def main() -> None:
                     help="batches per epoch run (warm-up and timed); default the whole epoch up to 5,000 agents, "
                          "3 above")
     ap.add_argument("--batch-size", type=int, default=128, dest="batch_size")
+    ap.add_argument("--repeats", type=int, default=1,
+                    help="child runs per point, round robin over the points; the table keeps the median (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the 2 cores are shared)")
     ap.add_argument("--memory-limit-gb", type=float, default=12.0, dest="memory_limit_gb",
                     help="address-space cap of each child (default 12; RSS stays ~0.6 GB below it)")
@@ -318,7 +337,9 @@ def main() -> None:
                     help="skip chunked points above this many agents (default 500: the network's activations, "
                          "~47 kB per agent-decision, put 5,000 chunked agents at ~21 GB)")
     ap.add_argument("--no-fast-path", action="store_true", help="skip the fast path's memory model (part two)")
-    ap.add_argument("--csv", type=Path, default=RESULTS / "scale.csv")
+    ap.add_argument("--report-only", action="store_true", help="rebuild scale.md from the CSV files, run nothing")
+    ap.add_argument("--csv", type=Path, default=RESULTS / "scale.csv",
+                    help="results CSV (default benchmarks/results/scale.csv; part two goes to *_fast_path.csv)")
     ap.add_argument("--child", nargs=3, metavar=("KIND", "LAYOUT", "AGENTS"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.batches_for = lambda m: args.batches if args.batches is not None else (10**9 if m <= 5000 else 3)
@@ -327,20 +348,29 @@ def main() -> None:
         return
 
     torch.set_num_threads(args.threads)
-    print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
-          f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
-          f"Python {platform.python_version()}, torch {torch.__version__}, {args.threads} thread(s); "
-          f"load average {os.getloadavg()[0]:.1f}; {datetime.date.today().isoformat()}", flush=True)
-    points = [(k, lay, m) for m in args.agents for k in args.kinds for lay in args.layouts]
-    skipped = [p for p in points if p[1] == "chunked" and p[2] > args.chunked_max_agents]
-    if skipped:
-        print(f"  skipped (chunked above --chunked-max-agents {args.chunked_max_agents}): "
-              + ", ".join(f"{k} {m:,}" for k, _, m in skipped))
-    new = [run_point(k, lay, m, args) for k, lay, m in points if (k, lay, m) not in skipped]
-    rows = _merge(args.csv, new)
-    text = ["## Seconds per epoch and peak memory", "", table(rows)]
-    if not args.no_fast_path:
-        text += ["", "## Memory of the regret fast path (Population.regret)", "", fast_path_table(fast_path_memory())]
+    fast_csv = args.csv.with_name(args.csv.stem + "_fast_path.csv")
+    if not args.report_only:
+        print(f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs visible, "
+              f"{os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30:.0f} GiB RAM, "
+              f"Python {platform.python_version()}, torch {torch.__version__}, {args.threads} thread(s); "
+              f"load average {os.getloadavg()[0]:.1f}; {datetime.date.today().isoformat()}", flush=True)
+        points = [(k, lay, m) for m in args.agents for k in args.kinds for lay in args.layouts]
+        skipped = [p for p in points if p[1] == "chunked" and p[2] > args.chunked_max_agents]
+        if skipped:
+            print(f"  skipped (chunked above --chunked-max-agents {args.chunked_max_agents}): "
+                  + ", ".join(f"{k} {m:,}" for k, _, m in skipped))
+        todo = [p for p in points if p not in skipped]
+        runs: dict[tuple, list[dict]] = {p: [] for p in todo}
+        for _ in range(args.repeats):  # round robin: every point sees the same mix of the machine's load
+            for p in todo:
+                runs[p].append(run_point(*p, args))
+        _merge(args.csv, [median_run(r) for r in runs.values()])
+        if not args.no_fast_path:
+            fast = fast_path_memory()
+            _write(fast_csv, fast, list(fast[0]))
+    text = ["## Seconds per epoch and peak memory", "", table(_read(args.csv))]
+    if fast_csv.exists():
+        text += ["", "## Memory of the regret fast path (Population.regret)", "", fast_path_table(_read(fast_csv))]
     out = "\n".join(text)
     print("\n" + out)
     args.csv.with_suffix(".md").write_text(out + "\n")
