@@ -11,32 +11,39 @@ what ``eqpm train`` runs, through :func:`trainers.training.train` itself
 hands it the tiled population by patching ``trainers.training.build_population``).
 
 Every configuration runs in its own child process (peak memory is the child's
-``ru_maxrss``, so runs do not pollute each other) for two epochs of ``n``
-batches: the first warms up, the second is timed.  With the whole epoch timed
-``s/epoch`` is measured; otherwise it is ``s/batch`` times the batches of a full
-epoch (column ``timed``).  One agent-decision is one agent scored on one
-sampled prediction (K = 1: agents x clock positions); the deterministic
-baseline's extra evaluation is not counted.  ``net`` is the share of a batch
-spent in the public model's forward and backward on that batch's input
+``ru_maxrss``, so runs do not pollute each other), which trains one epoch of
+``n`` batches to warm up and then a second, timed one.  With the whole epoch
+timed ``s/epoch`` is measured; otherwise it is ``s/batch`` times the batches
+of a full epoch (column ``timed``).  Both wall time (``train``'s own epoch
+time) and processor time (user + system of the child, one thread by default)
+are recorded: the machine is shared, and processor time does not count the
+time a busy core makes the run wait, so the per-decision costs and the time
+exponents use it.  One agent-decision is one agent scored on one sampled
+prediction (K = 1: agents x clock positions); the deterministic baseline's
+extra evaluation is not counted.  ``net`` is the share of a batch's processor
+time spent in the public model's forward and backward on that batch's input
 (timed separately) -- in the chunked layout every agent has its own input, so
-the network runs on ``M x B`` sequences and dominates.  A child gets an
-address-space cap (``--memory-limit-gb``) so a point that does not fit fails
-on its own instead of starving the shared machine.
+the network runs on ``M x B`` sequences and dominates.  With ``--repeats`` the
+points run round robin and the table keeps each point's median repeat (the
+faster of two).  A child gets an address-space cap (``--memory-limit-gb``) so
+a point that does not fit fails on its own instead of starving the shared
+machine.
 
 Growth exponents are least-squares slopes of log(s/epoch) and log(peak memory
-above the interpreter's) against log(agents), over the points with at least
-500 agents.  Part two is the memory model of the regret fast path
-(:meth:`eq_envs.population.Population.regret`): peak bytes of tensors
-allocated per agent-decision (torch profiler), unsharded and under the
-default 256 MiB shard budget.
+above the interpreter's) against log(agents), per layout and batch size, over
+the points with at least 500 agents.  Part two is the memory model of the
+regret fast path (:meth:`eq_envs.population.Population.regret`): peak bytes
+of tensors allocated per agent-decision (torch profiler), unsharded and under
+shard budgets of 256 MiB (the default) and 16 MiB.
 
 Results accumulate in ``benchmarks/results/scale.csv`` (a row per
 configuration, replaced when re-measured) and the table in ``scale.md`` is
 rebuilt from it, so the big points can be run separately:
 
-    python benchmarks/bench_scale.py                          # 50, 500, 5,000 agents: ~10 min on 2 cores
-    python benchmarks/bench_scale.py --agents 50000 100000 --layouts shared --batches 3
-    python benchmarks/bench_scale.py --agents 500000 --kinds ev --layouts shared --batches 2
+    python benchmarks/bench_scale.py            # 50, 500, 5,000 agents: ~15 min on 2 busy cores
+    python benchmarks/bench_scale.py --agents 50000 100000 --layouts shared --batches 3 --no-fast-path
+    python benchmarks/bench_scale.py --agents 50000 500000 --layouts shared --batch-size 16 --batches 2 \
+        --no-fast-path                          # 500,000 agents: batch 128 would need ~21 GB
 """
 from __future__ import annotations
 
@@ -64,14 +71,11 @@ from agents.ev_charging import EVChargingAgent
 from eq_envs.population import Population
 from eq_envs.presets import build_population, chunk_lengths, dc_lambdas, dc_workloads, ev_needs_rates
 
-sys.path.insert(0, str(Path(__file__).parent))
-from timing import median_time  # noqa: E402  (benchmarks/timing.py)
-
 PRESET = {"dc": "dc-different-different-lambda", "ev": "ev-similar"}
 Q = 19.0  # q + 1 = 20, the paper's EV setting; the pathwise data-center cost does not depend on q
 RESULTS = Path(__file__).parent / "results"
 FIELDS = ("kind", "layout", "agents", "batch_size", "threads", "estimator", "batches_per_epoch", "timed_batches",
-          "s_per_batch", "s_per_epoch", "us_per_decision", "net_share", "rss_start_gb", "rss_built_gb",
+          "s_per_batch", "s_per_epoch", "cpu_s_per_epoch", "us_per_decision", "net_share", "rss_start_gb", "rss_built_gb",
           "peak_rss_gb", "bytes_per_decision", "repeats", "spread", "load_avg", "status", "date")
 
 
@@ -101,8 +105,15 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: kB
 
 
+def _cpu_seconds(fn) -> float:
+    """Processor time of ``fn()`` (user + system of this process: waiting for a busy core is not counted)."""
+    c0 = time.process_time()
+    fn()
+    return time.process_time() - c0
+
+
 def measure(kind: str, layout: str, num_agents: int, batches: int, batch_size: int, threads: int) -> dict:
-    """Train two epochs of ``batches`` batches; time the second.  Runs in a fresh process."""
+    """Train one epoch of ``batches`` batches to warm up, then time a second run.  Runs in a fresh process."""
     from trainers import training
     from trainers.config import TrainConfig
 
@@ -111,28 +122,29 @@ def measure(kind: str, layout: str, num_agents: int, batches: int, batch_size: i
            "rss_start_gb": _rss_gb()}
     pop = tiled_population(kind, layout, num_agents)
     row["rss_built_gb"] = _rss_gb()
-    cfg = TrainConfig(population=PRESET[kind], layout=layout, q=Q, epochs=2, max_batches=batches,
+    cfg = TrainConfig(population=PRESET[kind], layout=layout, q=Q, epochs=1, max_batches=batches,
                       batch_size=batch_size, seed=0)
+    runs = []
     with mock.patch.object(training, "build_population", lambda *a, **k: pop):
-        result = training.train(cfg, None, tensorboard=False)
+        for _ in range(2):  # warm-up, timed
+            cpu = _cpu_seconds(lambda: runs.append(training.train(cfg, None, tensorboard=False)))
     row["estimator"] = training.resolve_estimator(cfg, pop)
-    timed = result.history[-1]
-    full = -(-pop.num_steps // batch_size)
+    timed = runs[-1].history[-1]
+    n, full = int(timed["batches"]), -(-pop.num_steps // batch_size)
     positions = min(batch_size, pop.num_steps)
-    row.update(batches_per_epoch=full, timed_batches=int(timed["batches"]),
-               s_per_batch=timed["seconds"] / timed["batches"])
-    row["s_per_epoch"] = timed["seconds"] if timed["batches"] == full else row["s_per_batch"] * full
-    decisions = num_agents * (pop.num_steps if timed["batches"] == full else positions * timed["batches"])
-    row["us_per_decision"] = timed["seconds"] / decisions * 1e6
+    scale = 1.0 if n == full else full / n  # whole epoch timed, or s/batch x batches per epoch
+    decisions = num_agents * (pop.num_steps if n == full else positions * n)
+    row.update(batches_per_epoch=full, timed_batches=n, s_per_batch=timed["seconds"] / n,
+               s_per_epoch=timed["seconds"] * scale, cpu_s_per_epoch=cpu * scale,
+               us_per_decision=cpu / decisions * 1e6)
 
-    model, idx = result.model.train(), torch.arange(positions)
-    x = pop.observation(idx)
+    model, x = runs[-1].model.train(), pop.observation(torch.arange(positions))
 
     def net() -> None:
         dist = model.distribution(x)
         (dist.mean.sum() + dist.stddev.sum()).backward()
 
-    row["net_share"] = median_time(net, 3, warmup=False) / row["s_per_batch"]
+    row["net_share"] = float(np.median([_cpu_seconds(net) for _ in range(3)])) / (cpu / n)
     row["peak_rss_gb"] = _rss_gb()
     row["bytes_per_decision"] = (row["peak_rss_gb"] - row["rss_start_gb"]) * 2**30 / (num_agents * positions)
     row["load_avg"] = os.getloadavg()[0]
@@ -178,12 +190,16 @@ def run_point(kind: str, layout: str, agents: int, args: argparse.Namespace) -> 
 
 
 def median_run(rows: list[dict]) -> dict:
-    """The repeat with the median seconds per batch (lower median), its spread ``(max - min) / median`` and repeats."""
-    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["s_per_batch"])
+    """The repeat with the median processor time (lower median), with ``repeats`` and ``spread``.
+
+    ``spread``: ``(max - min) / median`` of the repeats' processor times.
+    """
+    ok = sorted((r for r in rows if r["status"] == "ok"), key=lambda r: r["cpu_s_per_epoch"])
     if not ok:
         return rows[-1]
     row = dict(ok[(len(ok) - 1) // 2])
-    row.update(repeats=len(ok), spread=(ok[-1]["s_per_batch"] - ok[0]["s_per_batch"]) / row["s_per_batch"],
+    cpu = [r["cpu_s_per_epoch"] for r in ok]
+    row.update(repeats=len(ok), spread=(cpu[-1] - cpu[0]) / row["cpu_s_per_epoch"],
                peak_rss_gb=max(r["peak_rss_gb"] for r in ok))
     return row
 
@@ -276,32 +292,30 @@ def exponent(rows: list[dict], y: str, min_agents: int = 500) -> tuple[float, in
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| kind | layout | agents | batch | s/epoch | timed batches | µs per agent-decision | net share | "
-             "peak RSS (GB) | RSS after build (GB) | bytes per agent-decision | repeats, spread | load | status |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+    lines = ["| kind | layout | agents | batch | timed batches | s/epoch (wall) | s/epoch (CPU) | "
+             "CPU µs per agent-decision | net share | peak RSS (GB) | RSS after build (GB) | "
+             "bytes per agent-decision | repeats, spread | load | status |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in rows:
+        head = f"| {r['kind']} | {r['layout']} | {int(r['agents']):,} | {r['batch_size']} | "
         if r["status"] != "ok":
-            lines.append(f"| {r['kind']} | {r['layout']} | {int(r['agents']):,} | {r['batch_size']} | | | | | "
-                         f"{_f(r, 'peak_rss_gb'):.2f} | | | | | {r['status']} |")
+            lines.append(head + f"| | | | | {_f(r, 'peak_rss_gb'):.2f} | | | | | {r['status']} |")
             continue
-        timed = f"{r['timed_batches']} of {r['batches_per_epoch']}"
-        lines.append(f"| {r['kind']} | {r['layout']} | {int(r['agents']):,} | {r['batch_size']} | "
-                     f"{_f(r, 's_per_epoch'):,.3g} | {timed} | {_f(r, 'us_per_decision'):.3g} | "
+        lines.append(head + f"{r['timed_batches']} of {r['batches_per_epoch']} | {_f(r, 's_per_epoch'):,.3g} | "
+                     f"{_f(r, 'cpu_s_per_epoch'):,.3g} | {_f(r, 'us_per_decision'):.3g} | "
                      f"{_f(r, 'net_share'):.0%} | {_f(r, 'peak_rss_gb'):.2f} | {_f(r, 'rss_built_gb'):.2f} | "
                      f"{_f(r, 'bytes_per_decision'):,.0f} | {r.get('repeats') or 1}, {_f(r, 'spread'):.0%} | "
                      f"{_f(r, 'load_avg'):.1f} | ok |")
-    lines += ["", "| kind | layout | batch | time exponent (points) | memory exponent (points) | "
-              "µs/decision at 50,000 ÷ at 500 |", "|---|---|---:|---:|---:|---:|"]
-    groups = sorted({(r["kind"], r["layout"], r["batch_size"]) for r in rows})
-    for kind, layout, bs in groups:
+    lines += ["", "| kind | layout | batch | CPU time exponent (points) | wall time exponent | "
+              "memory exponent | CPU µs/decision at 50,000 ÷ at 500 |", "|---|---|---:|---:|---:|---:|---:|"]
+    for kind, layout, bs in sorted({(r["kind"], r["layout"], r["batch_size"]) for r in rows}):
         sub = [r for r in rows if (r["kind"], r["layout"], r["batch_size"]) == (kind, layout, bs)]
-        te, tn = exponent(sub, "s_per_epoch")
         for r in sub:
             r["peak_above_start"] = _f(r, "peak_rss_gb") - _f(r, "rss_start_gb")
-        me, mn = exponent(sub, "peak_above_start")
+        (ce, n), (we, _), (me, _) = (exponent(sub, k) for k in ("cpu_s_per_epoch", "s_per_epoch", "peak_above_start"))
         at = {int(r["agents"]): _f(r, "us_per_decision") for r in sub if r["status"] == "ok"}
         ratio = f"{at[50000] / at[500]:.2f}" if 500 in at and 50000 in at else "not measured"
-        lines.append(f"| {kind} | {layout} | {bs} | {te:.2f} ({tn}) | {me:.2f} ({mn}) | {ratio} |")
+        lines.append(f"| {kind} | {layout} | {bs} | {ce:.2f} ({n}) | {we:.2f} | {me:.2f} | {ratio} |")
     return "\n".join(lines)
 
 
