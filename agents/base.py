@@ -105,11 +105,30 @@ class AgentGroup(ABC):
     Subclasses implement :meth:`context`, :meth:`decide`, :meth:`cost` and
     :meth:`oracle_cost`; :meth:`evaluate` and :meth:`regret` combine them.
     ``horizon`` is the number of predicted steps an agent's decision uses.
+
+    Attributes every group has (:data:`REQUIRED_ATTRIBUTES`; :meth:`check_attributes`
+    names a missing one): ``kind``, ``num_agents``, ``horizon`` and ``names`` --
+    the last three are set by ``super().__init__(num_agents, horizon)``.
+
+    Optional hooks that let populations treat every kind alike (no
+    ``isinstance`` checks anywhere): :meth:`context_lengths` (how long each
+    agent's own context sequence is; at clock position ``i`` an agent uses
+    element ``i mod N``) and :meth:`context_samples` (the per-agent values the
+    paper's pairwise Wasserstein range is computed over).
     """
 
     kind: str = "agent"
     #: True when regret is differentiable in the prediction (pathwise gradients).
     differentiable: bool = False
+    #: Attribute -> what it must hold; checked by :meth:`check_attributes` (subclasses extend it).
+    REQUIRED_ATTRIBUTES: dict[str, str] = {
+        "kind": "a short str naming the agent kind (class attribute)",
+        "num_agents": "the number of agents, set by super().__init__(num_agents, horizon)",
+        "horizon": "the predicted steps a decision uses, set by super().__init__(num_agents, horizon)",
+        "names": "one name per agent, set by super().__init__(num_agents, horizon, names)",
+    }
+    #: What :meth:`context_samples` holds (used in Wasserstein report keys), e.g. ``"workload"``.
+    context_name: str = "context"
 
     def __init__(self, num_agents: int, horizon: int, names: list[str] | None = None) -> None:
         if num_agents < 1:
@@ -152,6 +171,35 @@ class AgentGroup(ABC):
         cost = self.cost(decision, truth, ctx)
         oracle = self.oracle_cost(truth, ctx)
         return cost, oracle, cost - oracle
+
+    def context_lengths(self) -> list[int] | None:
+        """Length of each agent's own context sequence, or ``None`` (no per-agent sequence).
+
+        At clock position ``i`` agent ``m`` uses element ``i mod N_m`` of its
+        sequence (:class:`agents.context.ContextTable`); the released code's
+        context cycling differs, and ``benchmarks/bench_context_cycling.py``
+        uses these lengths to replay it.
+        """
+        return None
+
+    def context_samples(self) -> list[Tensor] | None:
+        """Per-agent samples of the context that tells agents apart (for the Wasserstein range), or ``None``."""
+        return None
+
+    def check_attributes(self) -> None:
+        """Raise a clear ``TypeError`` naming the first required attribute a subclass did not set."""
+        who = type(self).__name__
+        for name, what in self.REQUIRED_ATTRIBUTES.items():
+            if not hasattr(self, name):
+                raise TypeError(f"{who}: attribute {name!r} is not set; accepted: {what} (see docs/agents.md)")
+        if not isinstance(self.kind, str) or not self.kind:
+            raise TypeError(f"{who}: kind={self.kind!r}; accepted: a non-empty str")
+        for name in ("num_agents", "horizon"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise TypeError(f"{who}: {name}={v!r}; accepted: an int >= 1")
+        if len(self.names) != self.num_agents:
+            raise TypeError(f"{who}: {len(self.names)} names for {self.num_agents} agents; accepted: one per agent")
 
     def bytes_per_decision(self) -> int:
         """Memory model: peak bytes of temporaries per agent and clock position during :meth:`evaluate`.

@@ -39,6 +39,7 @@ class DataCenterAgent(AgentGroup):
 
     kind = "datacenter"
     differentiable = True
+    context_name = "workload"
 
     def __init__(self, workloads: Sequence[Sequence[float]] | Tensor, lam: float | Sequence[float] = 2.0,
                  horizon: int = 1, reduce: str = "mean", min_prediction: float = 1e-3,
@@ -59,6 +60,12 @@ class DataCenterAgent(AgentGroup):
             raise ValueError("datacenter: lambda must be > 0 for every agent")
         self.reduce = reduce
         self.min_prediction = float(min_prediction)
+
+    def context_lengths(self) -> list[int]:
+        return [int(n) for n in self.workloads.lengths]
+
+    def context_samples(self) -> list[Tensor]:
+        return [torch.as_tensor(s) for s in self.workloads.sequences()]
 
     def context(self, index: Tensor) -> dict[str, Tensor]:
         w = self.workloads.at(index)  # [M, B]

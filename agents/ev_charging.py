@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+import torch
 
 from agents.slot_scheduling import SlotSchedulingAgent
 
@@ -40,6 +41,7 @@ class EVChargingAgent(SlotSchedulingAgent):
     """
 
     kind = "ev"
+    context_name = "need (kWh)"
 
     def __init__(self, needs: Sequence[Sequence[float]], rates: float | Sequence = 3.3, horizon: int = 12,
                  windows: Sequence[Sequence[float]] | None = None, names: list[str] | None = None) -> None:
@@ -58,6 +60,10 @@ class EVChargingAgent(SlotSchedulingAgent):
             available = [np.clip(np.floor(np.asarray(w, dtype=np.float64)), 1, horizon) for w in windows]
         super().__init__(slots, rate=rate_seqs, horizon=horizon, available=available, names=names)
         self.needs = needs_np
+
+    def context_samples(self) -> list[torch.Tensor]:
+        """Energy needs (kWh): the paper's Wasserstein range for EVs is over ``D - I``."""
+        return [torch.from_numpy(n.copy()) for n in self.needs]
 
     def describe(self) -> dict:
         d = super().describe()

@@ -42,13 +42,17 @@ class PhoneChargingAgent(SlotSchedulingAgent):
         sessions: length of each phone's ``k`` sequence for ``k_mode="uniform"``.
         seed: seed of the ``uniform`` draws (recorded in :meth:`describe`).
         mu: energy per charged hour (cost weight).
+        windows: optional per-phone sequences of hours on the charger; slots
+            beyond ``floor(window)`` (at least 1, at most ``horizon``) are
+            unavailable and ``k`` is capped there (see
+            :class:`agents.slot_scheduling.SlotSchedulingAgent`).
     """
 
     kind = "phone"
 
     def __init__(self, demands: Sequence[float], k_mode: str = "demand", horizon: int = 12,
                  sessions: int = 256, seed: int = 0, mu: float = PHONE_CHARGE_PER_HOUR,
-                 names: list[str] | None = None) -> None:
+                 windows: Sequence[Sequence[float]] | None = None, names: list[str] | None = None) -> None:
         if k_mode not in K_MODES:
             raise ValueError(f"phone: k_mode={k_mode!r}; accepted: {K_MODES}")
         base = phone_slots(demands, mu, horizon)
@@ -57,7 +61,9 @@ class PhoneChargingAgent(SlotSchedulingAgent):
         else:
             rng = np.random.default_rng(seed)
             slots = [rng.integers(1, min(10, horizon) + 1, size=sessions).astype(float) for _ in base]
-        super().__init__(slots, rate=float(mu), horizon=horizon, names=names)
+        available = None if windows is None else \
+            [np.clip(np.floor(np.asarray(w, dtype=np.float64)), 1, horizon) for w in windows]
+        super().__init__(slots, rate=float(mu), horizon=horizon, available=available, names=names)
         self.k_mode, self.seed, self.demands = k_mode, seed, np.asarray(demands, dtype=np.float64)
 
     def describe(self) -> dict:

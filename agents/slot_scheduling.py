@@ -45,6 +45,7 @@ class SlotSchedulingAgent(AgentGroup):
 
     kind = "slots"
     differentiable = False
+    context_name = "slots"
 
     def __init__(self, slots: Sequence[Sequence[float]] | Tensor, rate: float | Sequence | Tensor = 1.0,
                  horizon: int = 12, available: Sequence[Sequence[float]] | Tensor | None = None,
@@ -76,6 +77,12 @@ class SlotSchedulingAgent(AgentGroup):
                                  f"{float(a[m, i])}; accepted: integers 1..{horizon}")
 
     # ---------------------------------------------------------------- context
+    def context_lengths(self) -> list[int]:
+        return [int(n) for n in self.slots.lengths]
+
+    def context_samples(self) -> list[Tensor]:
+        return [torch.as_tensor(s) for s in self.slots.sequences()]
+
     def context(self, index: Tensor) -> dict[str, Tensor]:
         k = self.slots.at(index)
         ctx = {"slots": k, "rate": self.rate.at(index)}

@@ -66,17 +66,16 @@ def loop_population_regret(pop: Population, pred: np.ndarray, index) -> np.ndarr
     pred = np.asarray(pred, dtype=np.float64)
     index = [int(i) for i in index]
     M, H, L = pop.num_agents, pop.horizon, pop.lookback
-    first, usable = pop.split_range[0] + L, pop.usable_steps
-    offsets = np.cumsum([0, *pop.chunk_lengths])[:-1] if pop.layout == "chunked" else None
+    # the split's prediction rows, from their definition (eq_envs.population): given, or every row of the range
+    start, stop = pop.split_range
+    rows = list(pop.positions) if pop.positions is not None else list(range(start + L, stop - H + 1))
+    stretch = len(rows) // M  # chunked: agent m owns rows[m * stretch : (m + 1) * stretch]
     out = np.zeros((M, len(index)))
     for m in range(M):
         for b, i in enumerate(index):
             j = i % len(needs[m])
             k = int(min(H, max(0, math.ceil(needs[m][j] / rates[m][j] - SLOT_TOLERANCE))))
-            if offsets is None:
-                t = first + i
-            else:
-                t = first + (int(offsets[m]) + i % pop.chunk_lengths[m]) % usable
+            t = int(rows[i] if pop.layout == "shared" else rows[m * stretch + i])
             truth = pop.signal[t:t + H]
             p = pred[0 if pred.shape[0] == 1 else m, b]
             out[m, b] = loop_ev_regret(p, truth, k, rates[m][j])

@@ -4,7 +4,9 @@ The agent observes what the public model observes (the last 12 signal values),
 the action is the public model's prediction of the next ``horizon`` values, and
 the reward is minus the regret of the agent's decision at this step.  An
 episode is ``episode_length`` consecutive hours of a split, starting at a
-position drawn from ``reset(seed=...)``'s generator.
+position drawn from ``reset(seed=...)``'s generator, at ``options["start"]``, or
+at clock position ``options["index"]`` (the agent-env contract of
+:mod:`agents.gym_env_group`; the episode then ends early at the split's end).
 
 Registered ids (``import eq_envs`` first, or use ``"eq_envs:eq_envs/..."``)::
 
@@ -22,7 +24,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from eq_envs.population import Population
+from eq_envs.population import DEFAULT_LAYOUT, Population
 from eq_envs.presets import build_population
 
 
@@ -79,7 +81,7 @@ class DownstreamAgentEnv(gym.Env):
 
     def __init__(self, population: str | Population = "dc-different-different-lambda", agent: int = 0,
                  episode_length: int | None = 24, split: str = "train", preset: str = "paper",
-                 region: str = "CISO", layout: str = "chunked") -> None:
+                 region: str = "CISO", layout: str = DEFAULT_LAYOUT) -> None:
         super().__init__()
         self.population = population if isinstance(population, Population) else \
             build_population(population, split=split, preset=preset, region=region, layout=layout)
@@ -106,7 +108,12 @@ class DownstreamAgentEnv(gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         last_start = self.population.num_steps - self._length()
-        if options and "start" in options:
+        if options and "index" in options:  # the agent-env contract (agents.gym_env_group): set the clock
+            index = int(options["index"])
+            if not 0 <= index < self.population.num_steps:
+                raise ValueError(f"options['index']={index}; accepted: 0..{self.population.num_steps - 1}")
+            self._start = index
+        elif options and "start" in options:
             start = int(options["start"])
             if not 0 <= start <= last_start:
                 raise ValueError(f"options['start']={start}; accepted: 0..{last_start}")
@@ -117,7 +124,7 @@ class DownstreamAgentEnv(gym.Env):
         return self._obs(), {"clock": self._start}
 
     def step(self, action: Any):
-        if self._step >= self._length():
+        if self._step >= self._length() or self._start + self._step >= self.population.num_steps:
             raise RuntimeError(f"{self.agent_name}: step() called after the episode ended; call reset()")
         a = check_action(action, (self.population.horizon,), self.agent_name)
         clock = self._start + self._step
@@ -130,7 +137,7 @@ class DownstreamAgentEnv(gym.Env):
             "clock": clock,
         }
         self._step += 1
-        truncated = self._step >= self._length()
+        truncated = self._step >= self._length() or clock + 1 >= self.population.num_steps
         obs = self._obs() if not truncated else self.population.agent_observation([clock], self.agent)[0].numpy()
         return obs, -regret, False, truncated, info
 

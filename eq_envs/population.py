@@ -1,25 +1,35 @@
 """Populations of downstream agents sharing one clock on one public signal.
 
 A :class:`Population` binds a signal series (what the public model predicts),
-a time-ordered split of it, and one or more :class:`agents.base.AgentGroup` s.
-At clock position ``i`` agent ``m`` is served at time step ``t_m(i)``: the
-public input is ``signal[t - lookback : t]``, the truth
-``signal[t : t + horizon]``, and the agent uses its own context at ``i``.
+one split of it (``"train"``, ``"val"`` or ``"test"``, see :mod:`eq_envs.splits`:
+the rows where the split's predictions start, ``positions``), and one or more
+:class:`agents.base.AgentGroup` s.  At clock position ``i`` agent ``m`` is
+served at signal row ``t_m(i)``: the public input is ``signal[t - lookback :
+t]``, the truth ``signal[t : t + horizon]``, and the agent uses its own context
+at ``i`` (element ``i mod N_m`` of its context sequence of length ``N_m``,
+:class:`agents.context.ContextTable`).
 
 Two layouts say how agents map to time (``layout``):
 
-* ``"shared"`` -- every agent at the same hour, ``t_m(i) = start + lookback + i``:
-  one public input per clock position, a prediction that is the same resource
-  for everybody.
-* ``"chunked"`` -- the paper's layout (the authors' code cuts the series into
-  ``M`` contiguous stretches, one per agent): agent ``m`` owns the stretch
-  starting at ``offset_m = sum_{j<m} N_j`` and ``t_m(i) = start + lookback +
-  (offset_m + i mod N_m) mod S`` where ``N_m`` is the length of its context
-  sequence and ``S`` the split's usable steps.  Agents then see different
-  inputs (``observation`` returns ``[M, B, L]``) and differ in their data,
-  which is what gives the Equitable Objective something to trade off: with a
-  shared clock, a data center's regret is ``sqrt(lambda w)`` times a function of
-  ``(c, c_hat)`` only, so every agent wants the same prediction.
+* ``"shared"`` (default) -- every agent at the same hour, ``t_m(i) =
+  positions[i]``: one public input and one prediction per clock position, the
+  same for everybody, each agent cycling through its own context sequence.
+  This is the paper's layout: its released code builds one data loader over
+  the single signal series and every agent scores the *same* batch of
+  predictions with its own context values (``../shared/DESIGN.md`` §8;
+  ``docs/tradeoffs.md`` says how its context cycling differs from ours and
+  that the difference does not matter).
+* ``"chunked"`` -- a variant, not the paper's: the split's positions are cut
+  into ``M`` contiguous stretches of equal length ``S = len(positions) // M``
+  (the last ``len(positions) mod M`` positions are left out) and agent ``m``
+  owns stretch ``m``: ``t_m(i) = positions[m S + i]``, ``0 <= i < S``.  Agents
+  then see different public inputs (``observation`` returns ``[M, B, L]``)
+  and differ in their stretch of the signal as well as in their context, so
+  the public model can tell agents apart by season: an Equitable PM can favour
+  one agent's stretch without that carrying over to later months.  Equal
+  stretches mean that one pass over the clock scores every agent on each of
+  its own positions exactly once (even weighting) and no stretch overlaps
+  another.
 
 :meth:`Population.evaluate` is the batched fast path (all agents x a batch of
 clock positions in one call) that the environments and the trainer share.  It
@@ -40,11 +50,13 @@ from scipy.stats import wasserstein_distance
 from torch import Tensor
 
 from agents.base import DEFAULT_MEMORY_BUDGET, AgentGroup, Truth, check_memory_budget
+from eq_envs.splits import PROTOCOLS, SPLITS
 
 #: Past signal values the public model sees (the paper's sequence length).
 LOOKBACK = 12
-SPLITS = ("train", "test")
 LAYOUTS = ("shared", "chunked")
+#: The layout of populations built without one (the paper's, see the module docstring).
+DEFAULT_LAYOUT = "shared"
 
 
 @dataclass
@@ -65,13 +77,17 @@ class Population:
     Attributes:
         name: preset name (see :mod:`eq_envs.presets`).
         signal: the whole series (float64, preset units).
-        split: ``"train"`` or ``"test"``; ``split_range`` its ``[start, stop)`` rows.
+        split: ``"train"``, ``"val"`` or ``"test"``; ``split_range`` the ``[start, stop)``
+            rows its windows lie in (with ``protocol="random"`` the whole series).
         groups: agent groups; agents are numbered group by group.
         weights: per-group regret weight for training objectives (the released
             code weights the mixed population's data-center / EV / phone regrets
             10 / 1 / 0.2); environment rewards are always the raw regret.
         horizon: predicted steps per decision (1 or 12).
-        context_name: per group, the name of the context the Wasserstein range is over.
+        layout: ``"shared"`` or ``"chunked"`` (module docstring).
+        positions: rows where the split's predictions start (sorted); ``None``:
+            every row of ``split_range`` with a full input window and horizon.
+        protocol: how the split was drawn (:mod:`eq_envs.splits`), for the record.
         memory_budget: bytes of temporaries the fast path may hold at once; each
             group's agents are evaluated in shards of
             ``memory_budget // (bytes_per_decision · B)`` agents (see
@@ -87,8 +103,9 @@ class Population:
     horizon: int
     weights: list[float] = field(default_factory=list)
     lookback: int = LOOKBACK
-    layout: str = "shared"
-    chunk_lengths: list[int] = field(default_factory=list)
+    layout: str = DEFAULT_LAYOUT
+    positions: np.ndarray | None = None
+    protocol: str = "time"
     signal_name: str = "carbon"
     units: str = ""
     notes: list[str] = field(default_factory=list)
@@ -106,22 +123,35 @@ class Population:
         if len(self.weights) != len(self.groups):
             raise ValueError(f"population {self.name}: {len(self.weights)} weights for {len(self.groups)} groups")
         for g in self.groups:
+            g.check_attributes()
             if g.horizon != self.horizon:
                 raise ValueError(f"population {self.name}: group {g.kind} has horizon {g.horizon}, "
                                  f"population horizon is {self.horizon}")
         start, stop = self.split_range
-        if stop - start < self.lookback + self.horizon + 1:
-            raise ValueError(f"population {self.name}: split {self.split} has {stop - start} rows, fewer than "
-                             f"lookback + horizon + 1 = {self.lookback + self.horizon + 1}")
         if self.layout not in LAYOUTS:
             raise ValueError(f"population {self.name}: layout={self.layout!r}; accepted: {LAYOUTS}")
+        if self.protocol not in PROTOCOLS:
+            raise ValueError(f"population {self.name}: protocol={self.protocol!r}; accepted: {PROTOCOLS}")
+        if self.positions is None:
+            rows = np.arange(start + self.lookback, stop - self.horizon + 1, dtype=np.int64)
+        else:
+            rows = np.asarray(self.positions, dtype=np.int64).reshape(-1)
+            if rows.size and (rows.min() < self.lookback or rows.max() > len(self.signal) - self.horizon):
+                raise ValueError(f"population {self.name}: positions must lie in [{self.lookback}, "
+                                 f"{len(self.signal) - self.horizon}] (full input window and horizon)")
+            if (np.diff(rows) <= 0).any():
+                raise ValueError(f"population {self.name}: positions must be strictly increasing signal rows")
         if self.layout == "chunked":
-            if len(self.chunk_lengths) != self.num_agents or min(self.chunk_lengths, default=0) < 1:
-                raise ValueError(f"population {self.name}: chunked layout needs one chunk length >= 1 per agent "
-                                 f"({self.num_agents}), got {len(self.chunk_lengths)}")
-            lengths = torch.tensor(self.chunk_lengths, dtype=torch.long)
-            self._chunk_len = lengths
-            self._chunk_off = torch.cumsum(lengths, 0) - lengths
+            stretch = len(rows) // self.num_agents
+            if stretch < 1:
+                raise ValueError(f"population {self.name}: split {self.split} has {len(rows)} positions, fewer "
+                                 f"than its {self.num_agents} agents; the chunked layout needs at least one each")
+            self._rows = torch.from_numpy(rows[: stretch * self.num_agents].reshape(self.num_agents, stretch))
+        else:
+            if len(rows) < 1:
+                raise ValueError(f"population {self.name}: split {self.split} has {stop - start} rows, fewer than "
+                                 f"lookback + horizon + 1 = {self.lookback + self.horizon + 1}")
+            self._rows = torch.from_numpy(rows)
         self._signal_t = torch.from_numpy(np.array(self.signal, dtype=np.float64, copy=True))
         self._signal_f32 = self._signal_t.float()
 
@@ -131,17 +161,9 @@ class Population:
         return sum(g.num_agents for g in self.groups)
 
     @property
-    def usable_steps(self) -> int:
-        """Time steps of the split with a full input window and a full horizon after it."""
-        start, stop = self.split_range
-        return stop - start - self.lookback - self.horizon + 1
-
-    @property
     def num_steps(self) -> int:
-        """Clock positions: the usable steps (shared) or the longest agent chunk (chunked)."""
-        if self.layout == "chunked":
-            return int(self._chunk_len.max())
-        return self.usable_steps
+        """Clock positions: the split's positions (shared) or one agent's stretch of them (chunked)."""
+        return int(self._rows.shape[-1])
 
     @property
     def per_agent_inputs(self) -> bool:
@@ -178,11 +200,7 @@ class Population:
     def time_step(self, index: Tensor | Sequence[int] | int) -> Tensor:
         """Signal row where the prediction starts: ``[B]`` (shared) or ``[M, B]`` (chunked)."""
         idx = self.check_index(index)
-        first = self.split_range[0] + self.lookback
-        if self.layout == "shared":
-            return first + idx
-        pos = (self._chunk_off.unsqueeze(1) + idx.unsqueeze(0) % self._chunk_len.unsqueeze(1)) % self.usable_steps
-        return first + pos
+        return self._rows[..., idx]
 
     def observation(self, index: Tensor | Sequence[int] | int) -> Tensor:
         """Public input (float32): ``[B, lookback]`` (shared) or ``[M, B, lookback]`` (chunked)."""
@@ -267,7 +285,8 @@ class Population:
         """Plain-data summary: sizes, split, groups, Wasserstein ranges."""
         return {
             "name": self.name, "split": self.split, "num_agents": self.num_agents, "num_steps": self.num_steps,
-            "horizon": self.horizon, "layout": self.layout, "signal": self.signal_name, "units": self.units,
+            "horizon": self.horizon, "layout": self.layout, "protocol": self.protocol, "signal": self.signal_name,
+            "units": self.units,
             "groups": [g.describe() for g in self.groups], "weights": list(self.weights), "notes": list(self.notes),
         }
 
@@ -285,3 +304,18 @@ def pairwise_wasserstein_range(samples: Sequence[np.ndarray]) -> tuple[float, fl
         d = wasserstein_distance(a, b)
         lo, hi = min(lo, d), max(hi, d)
     return float(lo), float(hi)
+
+
+def wasserstein_ranges(pop: Population) -> dict[str, tuple[float, float]]:
+    """Pairwise Wasserstein range per group, over each group's :meth:`~agents.base.AgentGroup.context_samples`.
+
+    Keys are ``"<kind> <context_name>"`` (e.g. ``"ev need (kWh)"``); groups without
+    samples or with a single agent are left out.
+    """
+    out: dict[str, tuple[float, float]] = {}
+    for g in pop.groups:
+        samples = g.context_samples()
+        if samples is not None and len(samples) >= 2:
+            out[f"{g.kind} {g.context_name}"] = pairwise_wasserstein_range(
+                [np.asarray(torch.as_tensor(s).double().reshape(-1)) for s in samples])
+    return out

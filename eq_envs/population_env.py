@@ -18,7 +18,7 @@ from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
 from eq_envs.agent_env import action_space, agent_decision, check_action, observation_space
-from eq_envs.population import Population
+from eq_envs.population import DEFAULT_LAYOUT, Population
 from eq_envs.presets import build_population
 
 
@@ -35,7 +35,7 @@ class PopulationParallelEnv(ParallelEnv):
 
     def __init__(self, population: str | Population = "dc-different-different-lambda",
                  episode_length: int | None = 24, split: str = "train", preset: str = "paper",
-                 region: str = "CISO", layout: str = "chunked", render_mode: str | None = None) -> None:
+                 region: str = "CISO", layout: str = DEFAULT_LAYOUT, render_mode: str | None = None) -> None:
         self.population = population if isinstance(population, Population) else \
             build_population(population, split=split, preset=preset, region=region, layout=layout)
         steps = self.population.num_steps

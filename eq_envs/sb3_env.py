@@ -4,11 +4,12 @@
 model: an observation is what the public model sees and an action is what it
 predicts, for **all** agents of a population at once.
 
-* ``layout="shared"`` (default): every agent is at the same clock hour, so an
-  observation is the one public input window ``[L]`` (the last ``L = 12`` signal
-  values) and an action the one prediction ``[H]`` that every agent decides on
-  -- exactly the public model's signature ``x [L] -> y_hat [H]``.
-* ``layout="chunked"`` (the paper's layout, see :mod:`eq_envs.population`): each
+* ``layout="shared"`` (default, the paper's, see :mod:`eq_envs.population`):
+  every agent is at the same clock hour, so an observation is the one public
+  input window ``[L]`` (the last ``L = 12`` signal values) and an action the one
+  prediction ``[H]`` that every agent decides on -- exactly the public model's
+  signature ``x [L] -> y_hat [H]``.
+* ``layout="chunked"`` (a variant, see :mod:`eq_envs.population`): each
   agent owns its own stretch of time, so an observation is ``[M, L]`` (row ``m``:
   agent ``m``'s input) and an action ``[M, H]`` (row ``m``: the prediction agent
   ``m`` decides on).  A policy that applies one network row by row is the public

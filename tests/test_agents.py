@@ -190,3 +190,13 @@ def test_new_agent_kind_in_a_few_lines() -> None:
 def test_slot_agent_rejects_bad_slots() -> None:
     with pytest.raises(ValueError, match="accepted: integers 0..12"):
         SlotSchedulingAgent([[13]], horizon=12)
+
+
+def test_phone_window_caps_its_slots_and_hides_later_hours() -> None:
+    # demand 10 -> k = 5 hours, but on the charger 3 hours only (window 3.7 h -> 3 whole slots)
+    phones = PhoneChargingAgent([10.0, 10.0], windows=[[3.7], [12.0]], horizon=12)
+    pred = torch.tensor([[[9.0, 8, 7, 1, 1, 1, 1, 1, 1, 1, 1, 1]]], dtype=torch.float64)
+    ev = phones.evaluate(pred, pred[0], torch.arange(1))
+    np.testing.assert_array_equal(ev.decision[0, 0].numpy(), [1, 1, 1] + [0] * 9)  # all it can use, however dear
+    assert int(ev.decision[1, 0].sum()) == 5 and ev.decision[1, 0, :3].sum() == 0  # the 5 cheapest of 12
+    np.testing.assert_array_equal(phones.unmet_slots(torch.arange(1)).numpy(), [[2.0], [0.0]])

@@ -13,7 +13,7 @@ from agents import AgentGroup, SlotMILPAgent
 from eq_envs.agent_env import DownstreamAgentEnv
 from eq_envs.population import Population
 from eq_envs.population_env import PopulationParallelEnv
-from eq_envs.presets import POPULATIONS, build_population, wasserstein_report
+from eq_envs.presets import PAPER_POPULATIONS, build_population, wasserstein_report
 
 
 @pytest.mark.parametrize("env_id", sorted(eq_envs.ENV_IDS))
@@ -100,19 +100,30 @@ def test_observation_is_last_twelve_values_and_truth_is_next() -> None:
     assert pop.split_range[0] > 0  # test split comes after train in time
 
 
-def test_chunked_layout_gives_each_agent_its_own_stretch_of_time() -> None:
-    pop = build_population("dc-different-same-lambda", split="train")  # the paper's layout (default)
-    lengths = [len(w) for w in pop.groups[0].workloads.sequences()]
-    assert pop.layout == "chunked" and pop.num_steps == max(lengths)
-    t = pop.time_step(torch.tensor([0, 1]))  # [M, B]
-    first = pop.split_range[0] + pop.lookback
-    np.testing.assert_array_equal(t[:, 0].numpy(), first + np.cumsum([0] + lengths[:-1]))
-    assert (t[:, 1] - t[:, 0] == 1).all()
+def test_chunked_layout_gives_each_agent_its_own_equal_stretch_of_time() -> None:
+    pop = build_population("dc-different-same-lambda", split="train", layout="chunked")
+    assert build_population("dc-different-same-lambda").layout == "shared"  # the default is the paper's
+    start, stop = pop.split_range
+    rows = np.arange(start + 12, stop - 1 + 1)  # windows of 12 inputs and 1 step inside the split
+    S = len(rows) // 50
+    assert pop.num_steps == S
+    t = pop.time_step(torch.arange(S)).numpy()  # [M, S]
+    np.testing.assert_array_equal(t, rows[: 50 * S].reshape(50, S))  # agent m: rows[m S : (m + 1) S]
+    # no stretch overlaps another (no wrap onto agent 0's hours), every agent has S positions
+    assert len(np.unique(t)) == t.size and (np.diff(t, axis=1) == 1).all()
     obs, truth = pop.observation([3]), pop.truth([3])
     assert obs.shape == (50, 1, 12) and truth.shape == (50, 1, 1)
-    m, tm = 17, int(t[17, 0]) + 3
+    m, tm = 17, int(t[17, 3])
     np.testing.assert_array_equal(truth[m, 0].numpy(), pop.signal[tm:tm + 1])
     np.testing.assert_allclose(obs[m, 0].numpy(), pop.signal[tm - 12:tm].astype(np.float32))
+
+
+def test_chunked_layout_scores_every_agent_once_per_position_across_group_sizes() -> None:
+    """Mixed: 50 + 70 + 18 agents with context sequences of 100, 75 and 1 values share one equal stretch."""
+    pop = build_population("mixed", split="test", layout="chunked")
+    t = pop.time_step(torch.arange(pop.num_steps)).numpy()
+    assert t.shape == (138, pop.num_steps) and len(np.unique(t)) == t.size
+    assert t.max() < pop.split_range[1] - pop.horizon + 1 and t.min() >= pop.split_range[0] + 12
 
 
 def test_bad_actions_and_choices_give_clear_errors() -> None:
@@ -136,7 +147,7 @@ def test_bad_actions_and_choices_give_clear_errors() -> None:
 
 def test_paper_populations_and_wasserstein_ranges() -> None:
     sizes = {"dc": 50, "ev": 70, "phone": 18}
-    for name in POPULATIONS:
+    for name in PAPER_POPULATIONS:
         pop = build_population(name)
         if name != "mixed":
             assert pop.num_agents == sizes[name.split("-")[0]]

@@ -104,7 +104,8 @@ def test_seeding_is_reproducible_and_sequential_starts_tile_the_split() -> None:
     assert _rollout(a, 3) != _rollout(a, 4)
     seq = PublicModelEnv("ev-similar", episode_length=1000, starts="sequential")
     starts = [seq.reset(seed=0 if i == 0 else None)[1]["clock"] for i in range(8)]
-    assert starts == [0, 1000, 2000, 3000, 4000, 5000, 0, 1000]  # 6109 steps: the last full start is 5000
+    full = seq.population.num_steps // 1000  # full episodes in the split (5189 steps: 5, the last start 4000)
+    assert starts == [1000 * (i % full) for i in range(8)]
     assert PublicModelEnv("ev-similar", episode_length=None).reset(seed=1)[1]["clock"] == 0
 
 
@@ -219,19 +220,25 @@ def test_trainer_layout_setting_validates_and_trains_on_the_shared_population(tm
     from trainers.config import ConfigError, TrainConfig
     from trainers.training import train
 
-    assert TrainConfig().layout == "chunked"
+    assert TrainConfig().layout == "shared"  # the paper's layout
     with pytest.raises(ConfigError, match="layout='diagonal' is not accepted; accepted: shared, chunked"):
         TrainConfig(layout="diagonal")
     cfg = TrainConfig(population="ev-similar", layout="shared", objective="mse", epochs=2, max_batches=1,
                       batch_size=16)
     res = train(cfg, tmp_path, stop_after_epoch=1, tensorboard=False)
     assert res.history[0]["batches"] == 1
-    # a checkpoint written before the layout setting existed resumes as the default layout
-    old = TrainConfig(population="ev-similar", objective="mse", epochs=2, max_batches=1, batch_size=16)
+    # a checkpoint written before the layout and split settings existed was trained chunked on the whole
+    # train part (no validation split): it resumes with those settings, and is refused with today's defaults
+    old = TrainConfig(population="ev-similar", objective="mse", epochs=2, max_batches=1, batch_size=16,
+                      layout="chunked", val_fraction=0.0)
     train(old, tmp_path / "old", stop_after_epoch=1, tensorboard=False)
     ck = torch.load(tmp_path / "old" / "checkpoint.pt", weights_only=True)
     saved = json.loads(ck["config"])
-    del saved["layout"]
+    for key in ("layout", "protocol", "val_fraction", "split_seed"):
+        del saved[key]
     ck["config"] = json.dumps(saved)
     torch.save(ck, tmp_path / "old" / "checkpoint.pt")
+    new = TrainConfig(population="ev-similar", objective="mse", epochs=2, max_batches=1, batch_size=16)
+    with pytest.raises(ConfigError, match="different settings .*layout.*val_fraction"):
+        train(new, tmp_path / "old", tensorboard=False)
     assert len(train(old, tmp_path / "old", tensorboard=False).history) == 2

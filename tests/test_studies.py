@@ -50,6 +50,16 @@ def test_runs_shared_between_studies_have_one_id():
     assert not quick & t2  # quick runs never pass for full ones
 
 
+def test_studies_run_in_the_papers_layout_and_name_the_variant_and_protocol():
+    paper = study_specs("table3", seeds=[0])
+    assert {s.config["layout"] for s in paper} == {"shared"} and {s.protocol for s in paper} == {"time"}
+    assert {s.setting for s in paper} == {"Mixed agents"}  # the paper's setting name: the paper's layout
+    chunked = study_specs("table3", seeds=[0], layout="chunked", protocol="random")
+    assert {s.setting for s in chunked} == {"Mixed agents (chunked layout)"}
+    assert {(s.config["layout"], s.config["protocol"], s.protocol) for s in chunked} == {("chunked", "random", "random")}
+    assert not {s.run_id for s in paper} & {s.run_id for s in chunked}
+
+
 def test_unknown_study_is_a_clear_error():
     with pytest.raises(ValueError, match="accepted: table1"):
         study_specs("table9")

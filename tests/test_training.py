@@ -112,3 +112,38 @@ def test_warm_start_copies_the_saved_model_and_checks_it(tmp_path) -> None:
         train(TrainConfig(population="dc-similar-same-lambda", epochs=1, init_from=str(tmp_path / "nope.pt")), None)
     with pytest.raises(ConfigError, match="differs from this run's in"):  # an EV transformer cannot start from an LSTM
         train(TrainConfig(population="ev-similar", epochs=1, init_from=path), None)
+
+
+def test_cli_layout_split_form_credit_flags_reach_the_run_and_evaluate_reads_them(tmp_path, capsys) -> None:
+    flags = ["--population", "phone", "--epochs", "1", "--max-batches", "1", "--batch-size", "8"]
+    assert main(["train", *flags, "--layout", "chunked", "--split-protocol", "random", "--split-seed", "2",
+                 "--val-fraction", "0.2", "--credit", "linear", "--form", "power", "--run-dir", str(tmp_path / "a")]) == 0
+    saved = json.loads((tmp_path / "a" / "config.json").read_text())
+    assert {k: saved[k] for k in ("layout", "protocol", "split_seed", "val_fraction", "credit", "form")} == \
+        {"layout": "chunked", "protocol": "random", "split_seed": 2, "val_fraction": 0.2, "credit": "linear",
+         "form": "power"}
+    capsys.readouterr()
+    # evaluate takes the population and its split settings from the run's config.json beside model.pt
+    assert main(["evaluate", str(tmp_path / "a" / "model.pt"), "--split", "val"]) == 0
+    assert capsys.readouterr().out.startswith("phone, val split (random protocol), chunked layout:")
+    # runs trained on different layouts: the flag chooses, without it one clear line
+    assert main(["train", *flags, "--run-dir", str(tmp_path / "b")]) == 0
+    models = [str(tmp_path / "a" / "model.pt"), str(tmp_path / "b" / "model.pt")]
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main(["evaluate", *models])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "differ in layout, protocol, val_fraction, split_seed" in err[0]
+    assert "pass --layout, --split-protocol, --val-fraction, --split-seed to choose" in err[0]
+    assert main(["evaluate", *models, "--layout", "shared", "--split-protocol", "time", "--val-fraction", "0.15",
+                 "--split-seed", "0"]) == 0
+    assert "phone, test split (time protocol), shared layout:" in capsys.readouterr().out
+
+
+def test_cli_compare_trains_and_scores_in_the_given_layout(tmp_path, capsys) -> None:
+    assert main(["compare", "--population", "phone", "--layout", "chunked", "--q-values", "1", "--epochs", "1",
+                 "--max-batches", "1", "--batch-size", "8", "--out-dir", str(tmp_path)]) == 0
+    for run in ("Plain_PM_seed0", "Equitable_PM_qp11_seed0"):
+        assert json.loads((tmp_path / run / "config.json").read_text())["layout"] == "chunked"
+    assert "chunked layout, time split" in capsys.readouterr().out

@@ -4,6 +4,10 @@
     eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
     eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
     eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
+    eqpm train --population-file my_population.toml --run-dir runs/mine   # your own agents and data
+
+Every command takes --population-file FILE (TOML or JSON; docs/populations.md)
+instead of --population: your own signal, data files and agent classes.
 
 Invalid settings print one line ``eqpm: error: ...`` and exit with status 2,
 writing nothing.
@@ -22,31 +26,55 @@ import pandas as pd
 
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
-from eq_envs.presets import POPULATIONS, PRESETS, build_population
-from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, ConfigError, TrainConfig
-from trainers.estimators import BASELINES
+from eq_envs.population import LAYOUTS, Population
+from eq_envs.population_file import load_population_file, population_label
+from eq_envs.presets import POPULATIONS, PRESETS
+from eq_envs.splits import PROTOCOLS as SPLIT_PROTOCOLS
+from eq_envs.splits import SPLITS, VAL_FRACTION
+from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
+from trainers.estimators import BASELINES, CREDITS
 from trainers.evaluation import PROTOCOLS, evaluate
 from trainers.grid import BACKENDS, run_grid
 from trainers.networks import load_public_model
+from trainers.objectives import FORMS
 from trainers.reports import STUDY_TITLES, write_study_report
-from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_NAMES, study_specs
+from trainers.selection import CRITERIA, GUARD_METRICS
+from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_LAYOUT, STUDY_NAMES, population_study_specs, study_specs
 from trainers.training import train
 
 TABLE_COLUMNS = ["variance", "mean", "c95_c5", "worst", "mse", "entropy_ratio", "jain"]
+#: Settings that say which population (and which split of it) a run is trained and scored on.
+POPULATION_SETTINGS = ("population", "region", "preset", "layout", "protocol", "val_fraction", "split_seed")
 
 
 class CLIError(Exception):
     """A bad command line (reported as one line, exit status 2)."""
 
 
+def _add_population_file(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--population-file", type=Path, dest="population_file", metavar="FILE",
+                   help="a population file (TOML or JSON: signal, data files, agent groups; docs/populations.md) "
+                        "instead of --population")
+
+
 def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--population", choices=sorted(POPULATIONS), metavar="NAME",
                    help=f"agent population; one of: {', '.join(POPULATIONS)} (default: from --config or "
                         "dc-different-different-lambda)")
+    _add_population_file(p)
     p.add_argument("--region", choices=sorted(REGIONS), metavar="BA",
                    help=f"balancing authority whose grid data is used; one of {', '.join(REGIONS)} (default CISO)")
     p.add_argument("--preset", choices=PRESETS, help="'paper' scales signals to [0, 10] as the paper; 'physical' keeps "
                                                      "units (default paper)")
+    p.add_argument("--layout", choices=LAYOUTS, help="'shared' (default, the paper's: one public input per hour for "
+                                                     "every agent) or 'chunked' (each agent its own stretch of time)")
+    p.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, dest="protocol",
+                   help="'time' (default: held-out months after the training months) or 'random' (the paper's "
+                        "App. A.3.1 random per-agent partition, seeded by --split-seed)")
+    p.add_argument("--val-fraction", type=float, dest="val_fraction",
+                   help=f"share of the training data held out as the validation split, in [0, 0.5) "
+                        f"(default {VAL_FRACTION})")
+    p.add_argument("--split-seed", type=int, dest="split_seed", help="seed of the random split protocol (default 0)")
 
 
 def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) -> None:
@@ -61,6 +89,10 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--estimator", choices=ESTIMATOR_CHOICES,
                    help="gradient estimator; 'auto' = pathwise for differentiable agents, else reinforce_weighted")
     p.add_argument("--baseline", choices=BASELINES, help="baseline of reinforce_weighted (default deterministic)")
+    p.add_argument("--credit", choices=CREDITS, help="credit of reinforce_weighted's per-agent weights (default "
+                                                     "difference)")
+    p.add_argument("--form", choices=FORMS, help="form of the Equitable Objective: 'norm' (sum C^(q+1))^(1/(q+1)) or "
+                                                 "the paper's 'power' sum C^(q+1) (default: the estimator's)")
     p.add_argument("--num-samples", type=int, dest="num_samples", help="prediction samples per input (default 1)")
     p.add_argument("--epochs", type=int, help="training epochs (default 10 for train, 150 for compare)")
     p.add_argument("--batch-size", type=int, dest="batch_size", help="clock positions per batch (default 128)")
@@ -69,6 +101,36 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--checkpoint-every", type=int, dest="checkpoint_every", help="epochs between checkpoints")
     p.add_argument("--init-from", dest="init_from", help="warm-start from this model.pt (same architecture), e.g. "
                                                          "a Plain PM")
+    p.add_argument("--update", nargs="+", metavar="KEY=VALUE", type=_key_value,
+                   help="settings of the update rule, e.g. for --estimator eq_ppo: epochs=4 minibatches=4 "
+                        "clip_range=0.2 target_kl=0.02 max_grad_norm=0.5 weight_rate=0.1 normalize_advantage=true "
+                        "(values are JSON; see docs/trainer.md)")
+    p.add_argument("--scale", choices=SCALES, help="the policy's scale: 'learned' (default), 'fixed' at the head's "
+                                                   "init_std, or 'anneal' to --scale-final over the run")
+    p.add_argument("--scale-final", type=float, dest="scale_final", help="final standard deviation of --scale anneal")
+    p.add_argument("--selection", choices=CRITERIA,
+                   help="validation criterion that picks the saved epoch (default: equitable; mse for the Plain PM; "
+                        "'last' without a validation split)")
+    p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation criterion")
+    p.add_argument("--accuracy-guard", type=float, dest="accuracy_guard", metavar="FRACTION",
+                   help="admit only epochs whose validation --guard-metric is within FRACTION (0.05 = 5%%) of "
+                        "--guard-reference's")
+    p.add_argument("--guard-metric", choices=GUARD_METRICS, dest="guard_metric",
+                   help="'mse' (default) or 'mean' regret (for agents that only rank predictions)")
+    p.add_argument("--guard-reference", dest="guard_reference", metavar="MODEL_PT",
+                   help="the model whose validation --guard-metric sets the guard (e.g. the Plain PM's model.pt)")
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with a JSON value (a bare word is taken as a string)."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,11 +144,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--run-dir", type=Path, required=True, help="directory for config, logs, checkpoints and model.pt")
     t.add_argument("--no-resume", action="store_true", help="refuse to continue an existing checkpoint")
 
-    e = sub.add_parser("evaluate", help="equity table of saved models on the held-out split")
+    e = sub.add_parser("evaluate", help="equity table of saved models on the held-out split",
+                       description="Population, region, preset, layout and split settings are read from the "
+                                   "config.json of each model's run directory (beside model.pt); flags override them.")
     e.add_argument("models", nargs="+", type=Path, help="model.pt files written by 'eqpm train'")
     _add_common(e)
-    e.add_argument("--split", choices=("train", "test"), default="test", help="split to evaluate on (default test)")
-    e.add_argument("--protocol", choices=PROTOCOLS, default="per-step",
+    e.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate on (default test)")
+    e.add_argument("--protocol", choices=PROTOCOLS, default="per-step", dest="protocol_scoring",
                    help="'per-step' decisions (default) or the released code's one averaged forecast")
     e.add_argument("--out", type=Path, help="write the table to this CSV (and per-agent regrets beside it)")
 
@@ -100,10 +164,18 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run a study of the paper (or beyond it) as a grid of runs; tables and plots",
                        description="Studies: " + "; ".join(f"{k}: {v}" for k, v in STUDY_TITLES.items())
                                    + ". 'all' runs every study.")
-    r.add_argument("studies", nargs="+", metavar="STUDY", help=f"one or more of: {', '.join(STUDY_NAMES)}, all")
+    r.add_argument("studies", nargs="*", metavar="STUDY",
+                   help=f"one or more of: {', '.join(STUDY_NAMES)}, all (none with --population-file)")
+    _add_population_file(r)
+    r.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1",
+                   help="with --population-file: exponents q+1 of the Equitable PMs (default: 1 3)")
     r.add_argument("--quick", action="store_true",
                    help=f"smoke-size runs ({QUICK['epochs']} epochs of at most {QUICK['max_batches']} batches, seed 0)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
+    r.add_argument("--layout", choices=LAYOUTS, default=STUDY_LAYOUT,
+                   help=f"time layout of every run (default {STUDY_LAYOUT}, the paper's; 'chunked': the variant)")
+    r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, default="time", dest="protocol",
+                   help="'time' (default) or the paper's 'random' per-agent partition (App. A.3.1)")
     r.add_argument("--out", type=Path, help="root of run directories and reports (default runs/reproduce, "
                                             "--quick: runs/reproduce-quick)")
     r.add_argument("--figures-dir", type=Path, dest="figures_dir", help="where the PNG plots go (default beside "
@@ -117,15 +189,32 @@ def build_parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _population_file(args: argparse.Namespace) -> dict[str, Any] | None:
+    """The spec of ``--population-file`` (validated), or None."""
+    path = getattr(args, "population_file", None)
+    if path is None:
+        return None
+    if getattr(args, "population", None) is not None:
+        raise CLIError("give --population or --population-file, not both")
+    return load_population_file(path)
+
+
 def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig:
     data: dict[str, Any] = {}
     if getattr(args, "config", None) is not None:
         data = TrainConfig.from_json(args.config).to_dict()
+    spec = _population_file(args)
+    if spec is not None:
+        data["population"] = spec
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
-                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from"):
+                "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
+                "scale_final", "credit", "form", "layout", "protocol", "val_fraction", "split_seed", "selection",
+                "patience", "accuracy_guard", "guard_metric", "guard_reference"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v
+    if getattr(args, "update", None):
+        data["update"] = {**data.get("update", {}), **dict(args.update)}
     if getattr(args, "q_plus_1", None) is not None:
         data.pop("q", None)
         data["q_plus_1"] = args.q_plus_1
@@ -144,15 +233,49 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def evaluation_population(args: argparse.Namespace) -> Population:
+    """The population ``eqpm evaluate`` scores on: the models' runs' settings, overridden by flags.
+
+    Each model's run directory (beside ``model.pt``) holds its ``config.json``;
+    runs that disagree on a setting need the flag to choose.
+    """
+    spec = _population_file(args)
+    if spec is not None and (args.preset or args.region):
+        raise CLIError("--preset and --region do not apply to --population-file; set them in the file")
+    runs = []
+    for p in args.models:
+        cfg_path = p.parent / "config.json"
+        if cfg_path.is_file():
+            cfg = TrainConfig.from_json(cfg_path, written_by_run=True)
+            runs.append((cfg_path, {k: getattr(cfg, k) for k in POPULATION_SETTINGS}))
+    chosen: dict[str, Any] = {}
+    differ: list[str] = []
+    for key in POPULATION_SETTINGS:
+        if key == "population" and spec is not None:
+            chosen[key] = spec
+        elif getattr(args, key, None) is not None:
+            chosen[key] = getattr(args, key)
+        elif len({json.dumps(r[key]) for _, r in runs}) > 1:
+            differ.append(key)
+        elif runs:
+            chosen[key] = runs[0][1][key]
+    if differ:
+        flags = ", ".join("--split-protocol" if k == "protocol" else "--" + k.replace("_", "-") for k in differ)
+        values = "; ".join(f"{k}: " + ", ".join(f"{population_label(r[k])} ({p})" for p, r in runs) for k in differ)
+        raise CLIError(f"the models' runs differ in {', '.join(differ)} ({values}); pass {flags} to choose")
+    chosen.setdefault("population", "dc-different-different-lambda")
+    return TrainConfig.from_dict(chosen, source="command line").build_population(args.split)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     for p in args.models:
         if not p.is_file():
             raise CLIError(f"model file {p} does not exist; accepted: model.pt files written by 'eqpm train'")
-    pop = build_population(args.population or "dc-different-different-lambda", split=args.split,
-                           preset=args.preset or "paper", region=args.region or "CISO")
+    pop = evaluation_population(args)
     models = {str(p): load_public_model(p) for p in args.models}
-    table = evaluate(models, pop, protocol=args.protocol, csv_path=args.out,
+    table = evaluate(models, pop, protocol=args.protocol_scoring, csv_path=args.out,
                      agents_csv_path=args.out.with_name(args.out.stem + "_agents.csv") if args.out else None)
+    print(f"{pop.name}, {pop.split} split ({pop.protocol} protocol), {pop.layout} layout:")
     print(table.to_string(index=False))
     return 0
 
@@ -176,7 +299,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     for qp1 in args.q_values:
         if not qp1 >= 1:
             raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
-    test_pop = build_population(base.population, split="test", preset=base.preset, region=base.region)
+    test_pop = base.build_population("test")
     rows = []
     t0 = time.perf_counter()
     for seed in args.seeds:
@@ -197,13 +320,23 @@ def cmd_compare(args: argparse.Namespace) -> int:
     pd.DataFrame(rows).to_csv(args.out_dir / "per_seed.csv", index=False)
     summary = summarize(rows)
     summary.to_csv(args.out_dir / "summary.csv", index=False)
-    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population}, {base.region}, "
-          f"preset {base.preset}, {epochs} epochs, seeds {args.seeds}:")
+    where = f"{base.region}, preset {base.preset}" if isinstance(base.population, str) else \
+        f"spec {base.population.get('source', '(dict)')}"
+    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population_name}, {where}, "
+          f"{test_pop.layout} layout, {base.protocol} split, {epochs} epochs, seeds {args.seeds}:")
     print(summary.to_string(index=False))
     return 0
 
 
 def cmd_reproduce(args: argparse.Namespace) -> int:
+    spec = _population_file(args)
+    if spec is not None and args.studies:
+        raise CLIError("--population-file runs its own grid (Plain PM and Equitable PMs at --q-values); "
+                       "give no study names with it")
+    if spec is None and not args.studies:
+        raise CLIError(f"no study given; accepted: {', '.join(STUDY_NAMES)}, all, or --population-file FILE")
+    if spec is None and args.q_values:
+        raise CLIError("--q-values applies to --population-file only")
     names = list(STUDY_NAMES) if "all" in args.studies else list(dict.fromkeys(args.studies))
     for n in names:
         if n not in STUDY_NAMES:
@@ -214,7 +347,15 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise CLIError("--address needs --backend ray")
     seeds = args.seeds or ([0] if args.quick else list(DEFAULT_SEEDS))
     out = args.out or Path("runs/reproduce-quick" if args.quick else "runs/reproduce")
-    specs = {n: study_specs(n, seeds, quick=args.quick) for n in names}
+    if spec is not None:
+        for qp1 in args.q_values or ():
+            if not qp1 >= 1:
+                raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
+        names = [f"population-{spec['name']}"]
+        specs = {names[0]: population_study_specs(spec, seeds, quick=args.quick,
+                                                  q_values=tuple(args.q_values or (1.0, 3.0)), protocol=args.protocol)}
+    else:
+        specs = {n: study_specs(n, seeds, quick=args.quick, layout=args.layout, protocol=args.protocol) for n in names}
     t0 = time.perf_counter()
     if not args.report_only:
         run_grid([s for v in specs.values() for s in v], out, backend=args.backend, address=args.address,

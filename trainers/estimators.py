@@ -2,6 +2,11 @@ r"""Gradient estimators for the Equitable Objective of a stochastic public model
 
 Each estimator returns a *surrogate* scalar whose ``.backward()`` leaves a
 gradient estimate in the model's ``.grad`` fields, and the loss value for logs.
+The estimators are the single-step update rules of :mod:`trainers.updates`
+(one file each); :func:`estimate` is a rollout
+(:func:`trainers.rollout.collect_rollout`) followed by the rule's surrogate,
+without the optimizer step.  This module keeps the maths and the credit
+function they share.
 
 Target
 ------
@@ -80,34 +85,17 @@ expectation also penalises the predictive variance.
 """
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution
 
-from trainers.networks import reparameterized_sample
-from trainers.objectives import (
-    _logsumexp,
-    _masked_log,
-    check_beta,
-    check_form,
-    check_q,
-    combined_loss,
-    equitable_loss,
-    equitable_weights,
-    logsumexp_excluding_each,
-    mse_loss,
-)
+from trainers.objectives import _logsumexp, _masked_log, check_q, logsumexp_excluding_each
+from trainers.rollout import RegretFn, collect_rollout
 
 if TYPE_CHECKING:
     from agents.base import AgentGroup
-
-#: ``regret_fn(pred [M|1, N, H]) -> regret [M, N]``.
-RegretFn = Callable[[Tensor], Tensor]
 
 ESTIMATORS = ("pathwise", "reinforce_paper", "reinforce_weighted")
 BASELINES = ("deterministic", "loo", "none")
@@ -161,34 +149,6 @@ def _check_choice(name: str, value: str, accepted: tuple[str, ...]) -> str:
     return value
 
 
-def sample_predictions(dist: Distribution, num_agents: int, num_samples: int, *, rsample: bool,
-                       generator: torch.Generator | None = None) -> Tensor:
-    """Independent draws ``[K, M, B, H]`` from ``dist``.
-
-    ``dist`` has batch ``[B]`` (one public input shared by all agents: each agent
-    draws its own sample) or ``[M, B]`` (per-agent inputs).
-    """
-    shape = (int(num_samples), int(num_agents)) if len(dist.batch_shape) == 1 else (int(num_samples),)
-    if generator is not None:
-        mean = dist.mean
-        eps = torch.randn((*shape, *mean.shape), generator=generator, device=mean.device, dtype=mean.dtype)
-        y = reparameterized_sample(dist, eps)
-    else:
-        y = dist.rsample(shape) if rsample else dist.sample(shape)
-    return y if rsample else y.detach()
-
-
-def _regrets(regret_fn: RegretFn, pred: Tensor) -> Tensor:
-    """Call ``regret_fn`` on ``pred [K, M, B, H]`` folded to ``[M, K·B, H]``; return ``[K, M, B]``."""
-    K, M, B, H = pred.shape
-    folded = pred.permute(1, 0, 2, 3).reshape(M, K * B, H)
-    r = regret_fn(folded)
-    if not isinstance(r, Tensor) or tuple(r.shape) != (M, K * B):
-        got = tuple(r.shape) if isinstance(r, Tensor) else type(r).__name__
-        raise ValueError(f"regret_fn returned {got}; expected [M, K·B] = [{M}, {K * B}]")
-    return r.reshape(M, K, B).permute(1, 0, 2)
-
-
 def difference_credit(mean_regret: Tensor, regret: Tensor, baseline: Tensor, q: float, form: str) -> Tensor:
     """``F(C̄) - F(C̄ with C_{m,i} replaced by b_{m,i})`` per sample: ``[K, M, B]``.
 
@@ -220,7 +180,11 @@ def estimate(model: Any, x: Tensor, regret_fn: RegretFn, *, q: float, estimator:
              beta: float = 0.0, y_true: Tensor | None = None, baseline: str | None = None,
              credit: str | None = None, num_samples: int = 1, form: str | None = None,
              generator: torch.Generator | None = None) -> EstimatorOutput:
-    """One gradient estimate of ``(1-beta)·J + beta·MSE`` (see module doc).
+    """One gradient estimate of ``(1-beta)·J + beta·MSE`` (see module doc), without touching the parameters.
+
+    A rollout (:func:`trainers.rollout.collect_rollout`) followed by the
+    surrogate of the single-step update rule ``estimator``
+    (:mod:`trainers.updates`); call ``.surrogate.backward()`` for the estimate.
 
     Args:
         model: any object with ``distribution(x)`` returning a distribution with
@@ -239,79 +203,20 @@ def estimate(model: Any, x: Tensor, regret_fn: RegretFn, *, q: float, estimator:
             (the paper's estimator), ``"norm"`` otherwise.
         generator: optional ``torch.Generator`` (on the model's device) for the sampling noise.
     """
+    from trainers.updates import make_update_rule  # the rules import this module's credit functions
+
     _check_choice("estimator", estimator, ESTIMATORS)
-    qf = check_q(q)
-    b = check_beta(beta)
-    if form is None:
-        form = "power" if estimator == "reinforce_paper" else "norm"
-    check_form(form)
     if estimator != "reinforce_weighted" and (baseline is not None or credit is not None):
         raise ValueError(f"baseline/credit apply to estimator='reinforce_weighted' only (got estimator={estimator!r})")
-    baseline = _check_choice("baseline", baseline or "deterministic", BASELINES)
-    credit = _check_choice("credit", credit or "difference", CREDITS)
     K, M = int(num_samples), int(num_agents)
     if K < 1 or M < 1:
         raise ValueError(f"num_samples and num_agents must be >= 1, got {num_samples} and {num_agents}")
-    if estimator == "reinforce_weighted" and baseline == "loo" and K < 2:
-        raise ValueError("baseline='loo' needs num_samples >= 2 (the mean over the other samples of the same input)")
-    if b > 0 and y_true is None:
+    rule = make_update_rule(estimator, q=q, form=form, beta=beta, num_samples=K, baseline=baseline, credit=credit)
+    if rule.beta > 0 and y_true is None:
         raise ValueError(f"beta={beta} > 0 needs y_true for the MSE term")
-
-    dist = model.distribution(x)
-    per_agent = len(dist.batch_shape) == 2
-    if len(dist.batch_shape) not in (1, 2) or len(dist.event_shape) != 1 or (per_agent and dist.batch_shape[0] != M):
-        raise ValueError(f"model.distribution(x) must have batch shape [B] or [M, B] and event shape [H]; got "
-                         f"{tuple(dist.batch_shape)} and {tuple(dist.event_shape)}")
-
-    if estimator == "pathwise":
-        pred = sample_predictions(dist, M, K, rsample=True, generator=generator)
-        regret = _regrets(regret_fn, pred)
-        if not regret.requires_grad and b < 1:
-            raise ValueError("pathwise: regret_fn returned a tensor without gradient (non-differentiable agent); "
-                             "use estimator='reinforce_weighted' or 'reinforce_paper'")
-        per_replica = equitable_loss(regret.mean(dim=-1), qf, form=form)  # [K]
-        eq_surrogate = per_replica.mean()
-        eq_value = eq_surrogate.detach()
-    else:
-        pred = sample_predictions(dist, M, K, rsample=False, generator=generator)
-        log_prob = dist.log_prob(pred)  # [K, M, B]
-        with torch.no_grad():
-            regret = _regrets(regret_fn, pred)
-            cbar = regret.mean(dim=-1)  # [K, M]
-            per_replica = equitable_loss(cbar, qf, form=form)  # [K]
-            eq_value = per_replica.mean()
-            if estimator == "reinforce_paper":
-                signal = per_replica[:, None, None].expand_as(regret)
-            else:
-                if baseline == "deterministic":
-                    mean_pred = dist.mean.detach() if per_agent else dist.mean.detach().unsqueeze(0)
-                    base = regret_fn(mean_pred).unsqueeze(0).to(regret.dtype)
-                    if tuple(base.shape[1:]) != tuple(regret.shape[1:]):
-                        raise ValueError(f"regret_fn on the mean prediction returned {tuple(base.shape[1:])}; "
-                                         f"expected [M, B] = {tuple(regret.shape[1:])}")
-                    base = base.expand_as(regret)
-                elif baseline == "loo":
-                    base = (regret.sum(dim=0, keepdim=True) - regret) / (K - 1)
-                else:
-                    base = torch.zeros_like(regret)
-                if credit == "linear":
-                    w = equitable_weights(cbar, qf, form=form)  # [K, M]
-                    signal = w.unsqueeze(-1) * (regret - base) / regret.shape[-1]
-                else:
-                    signal = difference_credit(cbar, regret, base, qf, form)
-        eq_surrogate = (signal.detach() * log_prob).sum(dim=(1, 2)).mean()
-
-    mse_t: Tensor | None = None
-    if y_true is not None:
-        if b > 0:
-            mse_t = mse_loss(dist.mean, y_true)
-        else:
-            with torch.no_grad():
-                mse_t = mse_loss(dist.mean, y_true)
-    surrogate = combined_loss(eq_surrogate, mse_t, b)
-    assert isinstance(surrogate, Tensor)
-    eq_f = float(eq_value)
-    mse_f = float(mse_t.detach()) if mse_t is not None else math.nan
-    loss = combined_loss(eq_f, mse_f if mse_t is not None else None, b)
-    return EstimatorOutput(surrogate=surrogate, loss=float(loss), eq_loss=eq_f, mse=mse_f,
-                           mean_regret=regret.detach().mean(dim=(0, 2)), regret=regret.detach())
+    rollout = collect_rollout(model, x, regret_fn, num_agents=M, num_samples=K, y_true=y_true, generator=generator,
+                              deterministic_regret=rule.wants_deterministic_regret)
+    surrogate, stats = rule.surrogate(rollout)
+    assert rollout.regret is not None
+    return EstimatorOutput(surrogate=surrogate, loss=stats.loss, eq_loss=stats.eq_loss, mse=stats.mse,
+                           mean_regret=rollout.regret.mean(dim=(0, 2)), regret=rollout.regret)

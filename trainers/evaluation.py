@@ -38,7 +38,8 @@ def predict(model: PublicModel, pop: Population, batch_size: int = 2048) -> torc
 def agent_regrets(model: PublicModel, pop: Population, protocol: str = "per-step") -> tuple[np.ndarray, float]:
     """Per-agent mean regret ``[M]`` over the split and the prediction MSE.
 
-    In the chunked layout agent ``m`` is scored on its own ``N_m`` steps.
+    Every agent is scored once at each clock position (in the chunked layout:
+    each position of its own stretch).
     """
     if protocol not in PROTOCOLS:
         raise ValueError(f"protocol={protocol!r}; accepted: {PROTOCOLS}")
@@ -47,24 +48,14 @@ def agent_regrets(model: PublicModel, pop: Population, protocol: str = "per-step
     truth = pop.truth(idx)
     if pred.dim() == 2:
         pred = pred.unsqueeze(0)
-    # each agent counts its own steps once (chunked agents shorter than the clock wrap around)
-    steps = torch.full((pop.num_agents,), pop.num_steps, dtype=torch.long)
-    if pop.layout == "chunked":
-        steps = torch.tensor(pop.chunk_lengths, dtype=torch.long)
-    valid = idx.unsqueeze(0) < steps.unsqueeze(1)  # [M, N]
-    if pred.shape[0] == 1:
-        mse = float(((pred[0] - truth) ** 2).mean())
-    else:
-        mse = float((((pred - truth) ** 2).mean(-1) * valid).sum() / valid.sum())
-    if protocol == "mean-forecast":
-        n = valid.sum(1).clamp_min(1).view(-1, 1, 1) if pred.shape[0] > 1 else pop.num_steps
-        w = valid.unsqueeze(-1) if pred.shape[0] > 1 else 1.0
-        pred = ((pred * w).sum(dim=1, keepdim=True) / n).expand_as(pred)
+    mse = float(((pred - truth) ** 2).mean())
+    if protocol == "mean-forecast":  # one averaged forecast per agent (the chunked layout: over its own stretch)
+        pred = pred.mean(dim=1, keepdim=True).expand_as(pred)
     total = torch.zeros(pop.num_agents, dtype=torch.float64)
     for s in range(0, pop.num_steps, 1024):
         sl = slice(s, min(s + 1024, pop.num_steps))
-        total += (pop.regret(pred[:, sl], idx[sl]) * valid[:, sl]).sum(dim=1)
-    return (total / steps).numpy(), mse
+        total += pop.regret(pred[:, sl], idx[sl]).sum(dim=1)
+    return (total / pop.num_steps).numpy(), mse
 
 
 def evaluate(models: Mapping[str, PublicModel], pop: Population, *, protocol: str = "per-step",

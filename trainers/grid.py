@@ -73,7 +73,6 @@ def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1) -> di
     """
     import torch
 
-    from eq_envs.presets import build_population
     from trainers.evaluation import agent_regrets
     from trainers.metrics import equity_metrics
     from trainers.training import train
@@ -87,9 +86,8 @@ def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1) -> di
     t0 = time.perf_counter()
     res = train(cfg, out, resume=True, progress=False, tensorboard=False)
     train_s = sum(h["seconds"] for h in res.history)
-    train_pop = build_population(cfg.population, split="train", preset=cfg.preset, region=cfg.region,
-                                 layout=cfg.layout)
-    test = build_population(cfg.population, split="test", preset=cfg.preset, region=cfg.region, layout=cfg.layout)
+    train_pop = cfg.build_population("train")
+    test = cfg.build_population("test")
     record: dict[str, Any] = {**spec.to_dict(), "train_seconds": train_s, "epochs_run": len(res.history),
                               "samples": samples_per_epoch(cfg, train_pop.num_agents, train_pop.num_steps)
                               * len(res.history),
@@ -118,7 +116,6 @@ def _train_split_metrics(model: Any, train_pop: Any) -> dict[str, Any]:
 
 def add_train_metrics(root: str | Path, specs: Sequence[RunSpec]) -> int:
     """Fill in training-split metrics of finished runs whose ``result.json`` predates them; returns how many."""
-    from eq_envs.presets import build_population
     from trainers.networks import load_public_model
 
     n = 0
@@ -130,8 +127,7 @@ def add_train_metrics(root: str | Path, specs: Sequence[RunSpec]) -> int:
         if "train" in rec:
             continue
         cfg = s.train_config()
-        pop = build_population(cfg.population, split="train", preset=cfg.preset, region=cfg.region,
-                               layout=cfg.layout)
+        pop = cfg.build_population("train")
         rec["train"] = _train_split_metrics(load_public_model(p.parent / "model.pt"), pop)
         tmp = p.with_name(RESULT_FILE + ".tmp")
         tmp.write_text(json.dumps(rec, indent=1))

@@ -200,6 +200,27 @@ class StochasticHead(nn.Module):
         else:
             self.raw_log_std = nn.Parameter(torch.full((self.horizon,), raw0))
 
+    def _check_global_scale(self, what: str) -> None:
+        if self.state_dependent_scale:
+            raise ValueError(f"{type(self).__name__}: {what} needs a global scale (state_dependent_scale=False)")
+
+    def scale_value(self) -> Tensor:
+        """The current scale ``exp(log_std)`` ``[H]`` (heads with a global scale only)."""
+        self._check_global_scale("scale_value")
+        lo, hi = self.log_std_bounds
+        return torch.exp(lo + (hi - lo) * torch.sigmoid(self.raw_log_std.detach()))
+
+    @torch.no_grad()
+    def set_scale(self, std: float) -> None:
+        """Set the scale to ``std`` for every horizon step (inverse of the soft clamp; heads with a global scale)."""
+        self._check_global_scale("set_scale")
+        lo, hi = self.log_std_bounds
+        if not lo < math.log(std) < hi:
+            raise ValueError(f"{type(self).__name__}: scale {std} outside exp(log_std_bounds) = "
+                             f"({math.exp(lo):.3g}, {math.exp(hi):.3g})")
+        u = (math.log(std) - lo) / (hi - lo)
+        self.raw_log_std.fill_(math.log(u / (1.0 - u)))
+
     def mean_and_log_std(self, features: Tensor) -> tuple[Tensor, Tensor]:
         """Positive mean ``[B, H]`` and log-scale ``[B, H]`` (within ``log_std_bounds``)."""
         mean = nn.functional.softplus(self.mean_layer(features)) + self.mean_floor

@@ -1,16 +1,23 @@
 """The training loop: the public model as a stochastic policy over a population.
 
-Each batch draws ``B`` clock positions of the training split, samples every
-agent's prediction from the public model (independently per agent), drives all
-agents through the population's batched fast path
-(:meth:`eq_envs.population.Population.evaluate`), aggregates per-agent regrets
-through the equitable exponent and steps Adam; StepLR decays the learning rate
-once per epoch.  The Plain PM (``objective="mse"``) fits the mean prediction to
-the truth.
+Each batch draws ``B`` clock positions of the training split and collects a
+rollout (:func:`trainers.rollout.collect_rollout`): every agent samples its own
+predictions from the public model, decides on them through the population's
+batched fast path (:meth:`eq_envs.population.Population.evaluate`) and is
+scored by its regret.  The run's update rule (:mod:`trainers.updates`, chosen
+by ``objective``/``estimator``) turns the rollout into one or more Adam steps,
+aggregating per-agent regrets through the equitable exponent; StepLR decays the
+learning rate once per epoch.  The Plain PM (``objective="mse"``) fits the mean
+prediction to the truth.
+
+Divergence guard: every optimizer step checks the loss, the gradient norm and
+the parameters; anything non-finite stops the run with a one-line
+:class:`trainers.errors.DivergenceError` before the epoch's checkpoint or
+``model.pt`` is written, so the last good checkpoint survives.
 
 A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch),
-``tb/`` (TensorBoard), ``checkpoint.pt`` (model, optimizer, scheduler, RNG and
-history, written atomically every ``checkpoint_every`` epochs) and, at the end,
+``tb/`` (TensorBoard), ``checkpoint.pt`` (model, optimizer, scheduler, RNG, the
+update rule's state and history, written atomically every ``checkpoint_every`` epochs) and, at the end,
 ``model.pt`` (:func:`trainers.networks.save_public_model`).  Calling
 :func:`train` again on the same directory resumes from the checkpoint and ends
 with exactly the numbers an uninterrupted run gives (tested).
@@ -20,6 +27,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -30,20 +38,29 @@ import torch
 from torch import Tensor
 
 from eq_envs.population import Population
-from eq_envs.presets import build_population
-from trainers.config import ConfigError, TrainConfig
-from trainers.estimators import estimate
+from eq_envs.population_file import check_recorded, record_population
+from trainers.config import ADDED_SETTINGS, ConfigError, TrainConfig
+from trainers.errors import DivergenceError
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
-from trainers.objectives import equitable_loss, mse_loss
+from trainers.objectives import equitable_loss
+from trainers.rollout import Rollout, collect_rollout
+from trainers.selection import VAL_FIELDS, Selector, validation_metrics
+from trainers.updates import NonFiniteError, UpdateRule, UpdateStats, make_update_rule
 
 log = logging.getLogger("trainers")
 CHECKPOINT_VERSION = 1
 #: Settings added to :class:`TrainConfig` later, with the value older checkpoints were trained with.
-_ADDED_DEFAULTS = {"layout": "chunked"}
-# eq_norm: the norm-form Equitable Objective (sum_m Cbar_m^(q+1))^(1/(q+1)) of the epoch's per-agent mean
-# regrets -- comparable across estimators whatever loss form they optimise (eq_loss is in the estimator's form).
-CSV_FIELDS = ("epoch", "loss", "eq_loss", "eq_norm", "mse", "mean_regret", "max_agent_regret", "lr", "seconds",
-              "batches")
+_ADDED_DEFAULTS: dict[str, Any] = ADDED_SETTINGS
+# mean_regret / max_agent_regret: raw regret of the deterministic prediction, averaged per agent over the epoch's
+# batches (the same quantity for every rule and objective); sample_regret: raw regret of the sampled predictions.
+# eq_norm: the norm-form Equitable Objective (sum_m Cbar_m^(q+1))^(1/(q+1)) of the per-agent (weighted) regrets of the
+# deterministic prediction -- comparable across rules whatever loss form they optimise (eq_loss is in the rule's form).
+# lr: the learning rate used during the epoch.  positions / decisions / grad_steps: cumulative clock positions seen,
+# agent-decisions scored and optimizer steps taken.  clip_fraction / approx_kl: eq_ppo's diagnostics (epoch means).
+# val_*: the epoch's model on the validation split (trainers/selection.py); selected_epoch: the best epoch so far.
+CSV_FIELDS = ("epoch", "loss", "eq_loss", "eq_norm", "mse", "mean_regret", "max_agent_regret", "sample_regret", "lr",
+              "policy_std", "seconds", "batches", "positions", "decisions", "grad_steps", "clip_fraction", "approx_kl",
+              *VAL_FIELDS)
 
 
 @dataclass
@@ -53,6 +70,10 @@ class TrainResult:
     model: PublicModel
     history: list[dict[str, float]]
     run_dir: Path | None
+    #: The epoch whose weights ``model`` holds when a validation criterion selected it (else ``None``).
+    selected_epoch: int | None = None
+    #: The epoch at which ``patience`` stopped the run early (else ``None``).
+    stopped_early: int | None = None
 
 
 def population_regret_fn(pop: Population, index: Tensor, weighted: bool = True):
@@ -123,22 +144,27 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         tensorboard: write TensorBoard logs in ``run_dir/tb``.
     """
     _set_threads()
-    pop = build_population(cfg.population, split="train", preset=cfg.preset, region=cfg.region, layout=cfg.layout)
+    pop = cfg.build_population("train")
     model_cfg = cfg.model_config
     if int(model_cfg.get("horizon", 1)) != pop.horizon:
         raise ConfigError(f"model horizon {model_cfg.get('horizon')} does not match population {pop.name} "
                           f"horizon {pop.horizon}")
-    estimator = resolve_estimator(cfg, pop) if cfg.objective == "equitable" else "mse"
+    rule = build_update_rule(cfg, pop)
+    val_pop = cfg.build_population("val") if cfg.val_fraction > 0 else None
+    selector = _make_selector(cfg, val_pop)
 
     torch.manual_seed(cfg.seed)
     model = build_public_model(model_cfg)
     if cfg.init_from is not None:
         _warm_start(model, cfg.init_from)
+    scale_start = _setup_scale(cfg, model)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.learning_rate)
     sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.lr_gamma)
     gen = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     start_epoch = 1
+    saved_epoch: int | None = None  # epoch of the checkpoint in run_dir, for the divergence message
+    stopped_early: int | None = None
 
     out = Path(run_dir) if run_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
@@ -153,15 +179,23 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             if diff:
                 raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
                                   f"use another run directory or resume with the same settings")
+            check_recorded(out)  # a population's data files must be the ones the run started with
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
             sched.load_state_dict(ck["scheduler"])
             gen.set_state(ck["generator"])
             torch.set_rng_state(ck["torch_rng"])
+            rule.load_state_dict(ck.get("rule", {}))
+            if "selector" in ck:
+                selector.load_state_dict(ck["selector"])
+            stopped_early = ck.get("stopped_early")
             history = [dict(h) for h in ck["history"]]
             start_epoch = int(ck["epoch"]) + 1
+            saved_epoch = int(ck["epoch"])
             log.info("resuming %s from epoch %d", out, start_epoch)
         (out / "config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
+        if isinstance(cfg.population, dict):
+            record_population(cfg.population, out)
 
     writer = None
     if out is not None and tensorboard:
@@ -172,73 +206,193 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     num_batches = (steps + cfg.batch_size - 1) // cfg.batch_size
     if cfg.max_batches is not None:
         num_batches = min(num_batches, cfg.max_batches)
+    weights = pop.agent_weights if any(w != 1.0 for w in pop.weights) else None
+    totals = {k: float(history[-1].get(k, 0)) if history else 0.0 for k in ("positions", "decisions", "grad_steps")}
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, desc=f"{cfg.objective} {pop.name}", unit="epoch")
 
     for epoch in range(start_epoch, cfg.epochs + 1):
+        if stopped_early is not None:  # a resumed run that patience had already stopped
+            break
         t0 = time.perf_counter()
         model.train()
+        lr = opt.param_groups[0]["lr"]  # the rate used during this epoch (StepLR steps after it)
         perm = torch.randperm(steps, generator=gen)
-        sums = {"loss": 0.0, "eq_loss": 0.0, "mse": 0.0}
-        regret_sum = torch.zeros(pop.num_agents, dtype=torch.float64)
+        acc = _EpochAccumulator(pop.num_agents)
         for b in range(num_batches):
+            if scale_start is not None:
+                _anneal_scale(cfg, model, scale_start, (epoch - 1) * num_batches + b, cfg.epochs * num_batches)
             index = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
             x, y = pop.observation(index), pop.truth(index).float()
-            opt.zero_grad(set_to_none=True)
-            if estimator == "mse":
-                mean_pred = model.mean(x)
-                loss_t = mse_loss(mean_pred, y)
-                loss_t.backward()
-                sums["loss"] += float(loss_t.detach())
-                sums["mse"] += float(loss_t.detach())
-                with torch.no_grad():  # logged only: the regret of the deterministic prediction
-                    pred = mean_pred.detach().double()
-                    regret_sum += pop.regret(pred if pred.dim() == 3 else pred.unsqueeze(0), index).mean(dim=1)
-            else:
-                est = estimate(model, x, population_regret_fn(pop, index), q=cfg.q, estimator=estimator,
-                               num_agents=pop.num_agents, beta=cfg.beta, y_true=y, baseline=cfg.baseline,
-                               credit=cfg.credit, num_samples=cfg.num_samples, form=cfg.form, generator=gen)
-                est.surrogate.backward()
-                sums["loss"] += est.loss
-                sums["eq_loss"] += est.eq_loss
-                sums["mse"] += est.mse
-                regret_sum += est.mean_regret.double()
-            opt.step()
+            rollout = collect_rollout(model, x, population_regret_fn(pop, index), num_agents=pop.num_agents,
+                                      num_samples=rule.rollout_samples, y_true=y, generator=gen,
+                                      deterministic_regret=True, agent_weights=weights)
+            try:
+                stats = rule.update(model, opt, rollout, generator=gen)
+            except NonFiniteError as exc:
+                raise DivergenceError(_divergence_message(cfg, rule, epoch, b, num_batches, exc,
+                                                          saved_epoch if out is not None else -1)) from None
+            acc.add(rollout, stats)
         sched.step()
-        per_agent = regret_sum / num_batches
-        row = {"epoch": epoch, "loss": sums["loss"] / num_batches, "eq_loss": sums["eq_loss"] / num_batches,
-               "mse": sums["mse"] / num_batches,
-               "eq_norm": float(equitable_loss(per_agent.clamp_min(0), cfg.q, form="norm")),
-               "mean_regret": float(per_agent.mean()),
-               "max_agent_regret": float(per_agent.max()), "lr": opt.param_groups[0]["lr"],
-               "seconds": time.perf_counter() - t0, "batches": num_batches}
+        totals["positions"] += acc.positions
+        totals["decisions"] += acc.decisions
+        totals["grad_steps"] += acc.grad_steps
+        row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": time.perf_counter() - t0,
+               "batches": num_batches, **totals}
+        if scale_start is not None or cfg.scale == "learned":
+            row["policy_std"] = _policy_std(model)
+        if val_pop is not None:
+            metrics = validation_metrics(model, val_pop, cfg.q)
+            row.update(metrics, val_admissible=float(selector.admissible(metrics)))
+            selector.update(epoch, metrics, model)
+            row["selected_epoch"] = selector.best_epoch if selector.best_epoch is not None else math.nan
+            if selector.should_stop:
+                stopped_early = epoch
+                log.info("early stop at epoch %d: no better %s on validation for %d epochs (best: epoch %s)",
+                         epoch, selector.criterion, selector.patience, selector.best_epoch)
         history.append(row)
         if writer is not None:
-            for k in ("loss", "eq_loss", "mse", "mean_regret", "max_agent_regret", "lr"):
-                writer.add_scalar(f"train/{k}", row[k], epoch)
+            for k in CSV_FIELDS[1:]:
+                if isinstance(row.get(k), float) and math.isfinite(row[k]):
+                    writer.add_scalar(f"train/{k}", row[k], epoch)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4g}", regret=f"{row['mean_regret']:.4g}")
         if out is not None:
             _write_csv(out / "metrics.csv", history)
-            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs:
+            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopped_early is not None:
                 _atomic_save({"version": CHECKPOINT_VERSION, "config": json.dumps(cfg.to_dict()), "epoch": epoch,
                               "model": model.state_dict(), "optimizer": opt.state_dict(),
                               "scheduler": sched.state_dict(), "generator": gen.get_state(),
-                              "torch_rng": torch.get_rng_state(), "history": history}, ckpt_path)
-        if stop_after_epoch is not None and epoch >= stop_after_epoch:
+                              "torch_rng": torch.get_rng_state(), "rule": rule.state_dict(),
+                              "selector": selector.state_dict(), "stopped_early": stopped_early,
+                              "history": history}, ckpt_path)
+                saved_epoch = epoch
+        if stopped_early is not None or (stop_after_epoch is not None and epoch >= stop_after_epoch):
             break
 
     if bar is not None:
         bar.close()
     if writer is not None:
         writer.close()
+    finished = stopped_early is not None or not history or history[-1]["epoch"] == cfg.epochs
+    selected = None
+    if finished and selector.criterion != "last" and selector.best_state is not None:
+        model.load_state_dict(selector.best_state)  # model.pt is the validation-selected epoch
+        selected = selector.best_epoch
     model.eval()
-    if out is not None and (not history or history[-1]["epoch"] == cfg.epochs):
+    if out is not None and finished:
         save_public_model(out / "model.pt", model)
-    return TrainResult(model=model, history=history, run_dir=out)
+    return TrainResult(model=model, history=history, run_dir=out, selected_epoch=selected, stopped_early=stopped_early)
+
+
+class _EpochAccumulator:
+    """Sums over an epoch's rollouts for its ``metrics.csv`` row.
+
+    Regret columns are *raw* (unweighted) regrets of the *deterministic*
+    prediction, the same quantity for every rule and objective (so Plain and
+    Equitable runs are comparable); ``sample_regret`` is the raw regret of the
+    sampled predictions (NaN for the Plain PM).
+    """
+
+    def __init__(self, num_agents: int) -> None:
+        self.n = 0
+        self.sums = {"loss": 0.0, "eq_loss": 0.0, "mse": 0.0, "sample_regret": 0.0}
+        self.extra: dict[str, float] = {}
+        self.det = torch.zeros(num_agents, dtype=torch.float64)
+        self.det_weighted = torch.zeros(num_agents, dtype=torch.float64)
+        self.positions = self.decisions = self.grad_steps = 0
+
+    def add(self, rollout: Rollout, stats: UpdateStats) -> None:
+        self.n += 1
+        self.sums["loss"] += stats.loss
+        self.sums["eq_loss"] += stats.eq_loss
+        self.sums["mse"] += stats.mse
+        assert rollout.det_regret is not None
+        self.det_weighted += rollout.det_regret.double().mean(dim=1)
+        self.det += rollout.raw(rollout.det_regret).double().mean(dim=1)
+        self.sums["sample_regret"] += float(rollout.raw(rollout.regret).mean()) if rollout.regret is not None \
+            else math.nan
+        for k, v in stats.extra.items():
+            self.extra[k] = self.extra.get(k, 0.0) + float(v)
+        self.positions += rollout.batch_size
+        self.decisions += rollout.decisions
+        self.grad_steps += stats.grad_steps
+
+    def row(self, q: float) -> dict[str, float]:
+        per_agent = self.det / self.n
+        out = {k: v / self.n for k, v in self.sums.items()}
+        out.update({k: v / self.n for k, v in self.extra.items() if k in CSV_FIELDS})
+        out["eq_norm"] = float(equitable_loss((self.det_weighted / self.n).clamp_min(0), q, form="norm"))
+        out["mean_regret"] = float(per_agent.mean())
+        out["max_agent_regret"] = float(per_agent.max())
+        return out
+
+
+def build_update_rule(cfg: TrainConfig, pop: Population) -> UpdateRule:
+    """The update rule of a run: ``mse`` for the Plain PM, else the (resolved) estimator with its settings."""
+    if cfg.objective == "mse":
+        return make_update_rule("mse")
+    try:
+        return make_update_rule(resolve_estimator(cfg, pop), **cfg.rule_kwargs)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+
+def _make_selector(cfg: TrainConfig, val_pop: Population | None) -> Selector:
+    """The run's validation selector; the accuracy guard's limit comes from the reference model on ``val_pop``."""
+    limit = None
+    if cfg.accuracy_guard is not None:
+        assert val_pop is not None and cfg.guard_reference is not None
+        path = Path(cfg.guard_reference)
+        if not path.is_file():
+            raise ConfigError(f"guard_reference={cfg.guard_reference!r}: no such file; accepted: a model.pt written "
+                              "by 'eqpm train' (e.g. the Plain PM's)")
+        try:
+            reference = load_public_model(path)
+        except ValueError as exc:
+            raise ConfigError(f"guard_reference={cfg.guard_reference!r}: {exc}") from None
+        limit = validation_metrics(reference, val_pop, cfg.q)[f"val_{cfg.guard_metric}"] * (1.0 + cfg.accuracy_guard)
+    return Selector(cfg.selection_criterion, cfg.patience, limit, cfg.guard_metric)
+
+
+def _setup_scale(cfg: TrainConfig, model: PublicModel) -> float | None:
+    """Freeze the policy's scale for ``fixed``/``anneal``; return the start value of an anneal (else None)."""
+    if cfg.scale == "learned":
+        return None
+    head = model.head
+    try:
+        start = float(head.scale_value().mean())
+    except ValueError as exc:
+        raise ConfigError(f"scale={cfg.scale!r}: {exc}") from None
+    head.raw_log_std.requires_grad_(False)
+    return start if cfg.scale == "anneal" else None
+
+
+def _anneal_scale(cfg: TrainConfig, model: PublicModel, start: float, batch: int, total: int) -> None:
+    assert cfg.scale_final is not None
+    frac = batch / max(total - 1, 1)
+    model.head.set_scale(start * (cfg.scale_final / start) ** frac)
+
+
+def _policy_std(model: PublicModel) -> float:
+    try:
+        return float(model.head.scale_value().mean())
+    except ValueError:  # a state-dependent scale has no single value
+        return math.nan
+
+
+def _divergence_message(cfg: TrainConfig, rule: UpdateRule, epoch: int, batch: int, num_batches: int,
+                        exc: NonFiniteError, saved_epoch: int | None) -> str:
+    fixes = [f"a lower learning rate (lr is {cfg.learning_rate:g}; try {cfg.learning_rate / 10:g})"]
+    if rule.form == "power" and rule.q > 0:
+        fixes.append(f"the norm form (form='norm'; the power form sum C^(q+1) overflows at q+1 = {cfg.q + 1:g})")
+    kept = {-1: "nothing was written", None: "no checkpoint was written"}.get(
+        saved_epoch, f"the last good checkpoint (epoch {saved_epoch}) is kept")
+    return (f"training diverged in epoch {epoch}, batch {batch + 1}/{num_batches}: non-finite {exc.what} "
+            f"({exc.value}); {kept}; likely fix: " + " or ".join(fixes))
 
 
 def _write_csv(path: Path, history: list[dict[str, float]]) -> None:

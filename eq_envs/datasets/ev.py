@@ -72,12 +72,17 @@ __all__ = [
     "EV_UNNOISED_AGENTS",
     "HOME_WINDOW_KINDS",
     "PHONE_CHARGE_PER_HOUR",
+    "SESSION_ROLES",
+    "SESSION_TABLES",
+    "agents_from_sessions",
     "ev_similar_agent_rates",
     "ev_similar_agents",
     "load_acn_sessions",
     "load_home_windows",
+    "load_sessions",
     "phone_demands",
     "phone_hours_needed",
+    "session_table",
 ]
 
 #: The paper's session filter: ACN_MIN_HOURS <= done_charge - start_time <= ACN_MAX_HOURS.
@@ -280,3 +285,183 @@ def phone_hours_needed(demands) -> np.ndarray:
     if not np.isfinite(d).all() or (d <= 0).any():
         raise DataError("phone demands must be finite and > 0", field="demand", accepted="values > 0")
     return np.maximum(np.round(d / PHONE_CHARGE_PER_HOUR), 1).astype(np.int64)
+
+
+# ------------------------------------------------------------------ sessions from any table
+#: Roles a session table's columns can play (``load_sessions(columns=...)``).
+SESSION_ROLES = ("start", "end", "duration", "energy", "power", "vehicle")
+
+#: Bundled session tables and how their columns map to the roles.
+SESSION_TABLES: dict[str, dict] = {
+    "acn-caltech": {"file": "official/caltech_ev_dataset_detail.csv.gz",
+                    "columns": {"start": "start_time", "end": "done_charge", "energy": "total_power"},
+                    "time_format": _ACN_FMT},
+    "norway-residential": {"file": "ev_sessions/norway_residential_2018_2020.csv.gz",
+                           "columns": {"start": "Start_plugin", "end": "End_plugout", "energy": "El_kWh",
+                                       "vehicle": "User_ID"},
+                           "sep": ";", "decimal": ",", "time_format": "%d.%m.%Y %H:%M"},
+}
+AGENT_LAYOUTS = ("per_vehicle",)
+
+
+def session_table(name: str) -> dict:
+    """Settings of a bundled session table (a copy, with ``file`` as an absolute path)."""
+    if name not in SESSION_TABLES:
+        raise DataError(f"unknown session table {name!r}", field="sessions", accepted=sorted(SESSION_TABLES))
+    t = dict(SESSION_TABLES[name])
+    t["file"] = str(DATA_DIR / t["file"])
+    return t
+
+
+def load_sessions(
+    file: str | PathLike[str],
+    columns: dict[str, str],
+    *,
+    time_format: str | None = None,
+    sep: str = ",",
+    decimal: str = ".",
+    min_hours: float = ACN_MIN_HOURS,
+    max_hours: float = ACN_MAX_HOURS,
+) -> pd.DataFrame:
+    """EV charging sessions from any table, by a column mapping.
+
+    ``columns`` maps roles to the file's column names: ``start`` (required); the
+    session's length as ``end`` (a timestamp) or ``duration`` (hours); its energy
+    as ``energy`` (kWh) or ``power`` (kW, energy = power x duration); optionally
+    ``vehicle`` (an id: one agent per vehicle, :func:`agents_from_sessions`).
+    Times are parsed with ``time_format`` (strptime codes; default: any ISO-like
+    form) and kept naive; ``sep``/``decimal`` read e.g. ``;``-separated files with
+    decimal commas. Sessions are kept when ``min_hours <= duration <= max_hours``
+    (the paper's 3-12 h by default). Rows with a missing or unparsable start,
+    end/duration or energy, a negative duration or a non-positive energy are
+    dropped, each reason counted in the report and ``attrs["dropped"]``.
+
+    Returns columns ``vehicle`` (when mapped), ``start``, ``end``, ``energy_kwh``,
+    ``duration_h``, ``rate_kw`` (= energy / duration, as the paper), ``file_row``,
+    sorted by start (stable).
+    """
+    unknown = sorted(set(columns) - set(SESSION_ROLES))
+    if unknown:
+        raise DataError(f"unknown column role(s) {', '.join(unknown)}", field="columns", accepted=SESSION_ROLES)
+    for need, alts in (("start", ("start",)), ("end or duration", ("end", "duration")),
+                       ("energy or power", ("energy", "power"))):
+        if sum(a in columns for a in alts) != 1:
+            raise DataError(f"columns must map exactly one of {need}", field="columns",
+                            accepted="start; end or duration; energy or power; optionally vehicle")
+    if not (0 <= min_hours < max_hours):
+        raise DataError(f"min_hours={min_hours}, max_hours={max_hours}", field="min_hours/max_hours",
+                        accepted="0 <= min_hours < max_hours")
+    p = resolve_path(file, None, what="session file")
+    rep = Report(p.name)
+    df = read_csv_text(p, sep=sep)
+    require_columns(df, list(columns.values()), p)
+
+    def times(role: str) -> pd.Series:
+        raw = df[columns[role]].astype(str).str.strip()
+        ts = pd.to_datetime(raw, format=time_format, errors="coerce") if time_format else \
+            pd.to_datetime(raw, errors="coerce", format="mixed")
+        if getattr(ts.dt, "tz", None) is not None:
+            ts = ts.dt.tz_localize(None)
+        return ts
+
+    def number(role: str) -> np.ndarray:
+        raw = df[columns[role]].astype(str).str.strip()
+        if decimal != ".":
+            raw = raw.str.replace(decimal, ".", regex=False)
+        return pd.to_numeric(raw.where(~raw.isin(MISSING_TOKENS), None), errors="coerce").to_numpy(np.float64)
+
+    start = times("start")
+    if "end" in columns:
+        end = times("end")
+        dur = ((end - start).dt.total_seconds() / 3600.0).to_numpy()
+    else:
+        dur = number("duration")
+        end = start + pd.to_timedelta(np.where(np.isfinite(dur), dur, 0.0), unit="h")
+    energy = number("energy") if "energy" in columns else number("power") * dur
+    keep = np.ones(len(df), dtype=bool)
+    dropped: dict[str, int] = {}
+
+    def drop(mask: np.ndarray, reason: str) -> None:
+        m = keep & mask
+        dropped[reason] = int(m.sum())
+        if m.any():
+            keep[m] = False
+            rep.info(f"{int(m.sum())} sessions dropped: {reason}")
+
+    drop(start.isna().to_numpy(), f"missing or unparsable {columns['start']}")
+    length_col = columns.get("end", columns.get("duration"))
+    drop(~np.isfinite(dur), f"missing or unparsable {length_col}")
+    drop(~np.isfinite(energy), f"missing or unparsable {columns.get('energy', columns.get('power'))}")
+    drop(dur < 0, "session ends before it starts (data error)")
+    drop(~(energy > 0), "non-positive energy")
+    drop(dur < min_hours, f"duration < {min_hours:g} h")
+    drop(dur > max_hours, f"duration > {max_hours:g} h")
+    n_keep = int(keep.sum())
+    rep.info(f"{n_keep} of {len(df)} sessions kept ({min_hours:g} h <= duration <= {max_hours:g} h)")
+    if n_keep == 0:
+        raise DataError("no session passes the filter", file=p,
+                        accepted=f"sessions of {min_hours:g}-{max_hours:g} h with positive energy")
+    out = pd.DataFrame({"start": start[keep].to_numpy(), "end": pd.Series(end)[keep].to_numpy(),
+                        "energy_kwh": energy[keep], "duration_h": dur[keep]})
+    if "vehicle" in columns:
+        out.insert(0, "vehicle", df[columns["vehicle"]].astype(str).str.strip().to_numpy()[keep])
+    out["rate_kw"] = out["energy_kwh"] / out["duration_h"]
+    out["file_row"] = np.flatnonzero(keep) + 1
+    out = out.sort_values("start", kind="mergesort").reset_index(drop=True)
+    out.attrs.update({"dropped": dropped, "n_file_rows": len(df), "file": str(p)})
+    return rep.attach(out)
+
+
+def agents_from_sessions(
+    sessions: pd.DataFrame,
+    agents: int | str = "per_vehicle",
+    split: str = "train",
+    train_fraction: float = EV_TRAIN_FRACTION,
+    min_sessions: int = 2,
+) -> tuple[list[str], list[np.ndarray], list[np.ndarray]]:
+    """Agent names, energy needs (kWh) and charging rates (kW) from :func:`load_sessions`.
+
+    ``agents="per_vehicle"``: one agent per vehicle id, its sessions in time
+    order; each vehicle's first ``floor(train_fraction * n)`` sessions are its
+    training split and the rest its test split, so the same agents appear in
+    both (vehicles with fewer than ``min_sessions`` sessions are left out and
+    recorded). ``agents=N``: the paper's layout -- all sessions in time order,
+    split ``train_fraction`` / rest, each split cut into ``N`` contiguous agents.
+    """
+    _check_split(split)
+    rep = Report("agents_from_sessions")
+    if isinstance(agents, str):
+        if agents not in AGENT_LAYOUTS:
+            raise DataError(f"agents={agents!r}", field="agents", accepted="per_vehicle or a number of agents")
+        if "vehicle" not in sessions.columns:
+            raise DataError("agents='per_vehicle' needs a vehicle column", field="columns.vehicle",
+                            accepted="a column mapping with vehicle = <id column>")
+        if not (isinstance(min_sessions, int) and min_sessions >= 2):
+            raise DataError(f"min_sessions={min_sessions!r}", field="min_sessions", accepted="an integer >= 2")
+        names, needs, rates, few = [], [], [], []
+        for vid, g in sessions.groupby("vehicle", sort=True):
+            if len(g) < min_sessions:
+                few.append(str(vid))
+                continue
+            tr, te = time_split(len(g), train_fraction)
+            part = g.iloc[tr if split == "train" else te]
+            names.append(f"ev_{vid}")
+            needs.append(part["energy_kwh"].to_numpy(np.float64, copy=True))
+            rates.append(part["rate_kw"].to_numpy(np.float64, copy=True))
+        if few:
+            rep.info(f"{len(few)} vehicles with fewer than {min_sessions} sessions left out: {', '.join(few[:10])}"
+                     + (" ..." if len(few) > 10 else ""))
+        if len(names) < 1:
+            raise DataError("no vehicle has enough sessions", field="min_sessions",
+                            accepted=f"at least one vehicle with >= {min_sessions} sessions")
+        return names, needs, rates
+    if isinstance(agents, bool) or not isinstance(agents, int) or agents < 1:
+        raise DataError(f"agents={agents!r}", field="agents", accepted="per_vehicle or a number of agents >= 1")
+    tr, te = time_split(len(sessions), train_fraction)
+    part = sessions.iloc[tr if split == "train" else te]
+    if len(part) < agents:
+        raise DataError(f"{len(part)} {split} sessions for {agents} agents", field="agents",
+                        accepted=f"at most {len(part)} agents")
+    needs = [a.copy() for a in np.array_split(part["energy_kwh"].to_numpy(np.float64), agents)]
+    rates = [a.copy() for a in np.array_split(part["rate_kw"].to_numpy(np.float64), agents)]
+    return [f"ev_{m}" for m in range(agents)], needs, rates

@@ -167,7 +167,9 @@ def load_fuel_mix(
     path
         Your own file in the same format (``.csv`` or ``.csv.gz``): a ``timestamp``
         column (UTC or with an offset; naive values are read as UTC) and the eight
-        fuel columns; ``avg_CI`` is optional (NaN when absent).
+        fuel columns; ``avg_CI`` is optional (NaN when absent). A first column whose
+        header cell is empty (what ``DataFrame.to_csv`` writes for an unnamed index)
+        is taken as the timestamp.
     negative
         ``"error"`` (default): a negative generation value is a DataError.
         ``"zero"``: negatives are set to 0 and counted per fuel in the report.
@@ -186,6 +188,10 @@ def load_fuel_mix(
     p = resolve_path(path, bundled, what="fuel-mix file")
     rep = Report(p.name)
     df = read_csv_text(p)
+    if "timestamp" not in df.columns and len(df.columns) and df.columns[0] in ("", "Unnamed: 0"):
+        # a CSV written with an unnamed index column (pandas' DataFrame.to_csv): that column is the timestamp
+        df = df.rename(columns={df.columns[0]: "timestamp"})
+        rep.info("first header cell is empty; its column is read as the timestamp")
     require_columns(df, ("timestamp", *FUELS), p)
 
     ts = parse_timestamps(df, "timestamp", p, utc=True)

@@ -38,7 +38,15 @@ import pandas as pd
 from .errors import DataError
 from .grid import REGIONS, carbon_intensity, load_fuel_mix, offsite_water_intensity
 from .prices import DEFAULT_PRICE_SOURCE, PRICE_SOURCES, price_for_grid_year
-from .validation import Report
+from .validation import (
+    Report,
+    check_strictly_increasing,
+    numeric_column,
+    parse_timestamps,
+    read_csv_text,
+    require_columns,
+    resolve_path,
+)
 from .weather import onsite_wue_at
 
 __all__ = [
@@ -49,6 +57,7 @@ __all__ = [
     "SIGNAL_NAMES",
     "combined_signal",
     "grid_signals",
+    "load_signal_csv",
     "minmax_scale",
     "signal_series",
     "time_split",
@@ -269,3 +278,46 @@ def signal_series(
     if preset == "paper":
         v = minmax_scale(v)[0]
     return np.ascontiguousarray(v, dtype=np.float64)
+
+
+def load_signal_csv(
+    path: str | PathLike[str],
+    column: str,
+    *,
+    timestamp: str | None = None,
+    sep: str = ",",
+    decimal: str = ".",
+) -> pd.Series:
+    """Any hourly signal from a plain CSV: one value per row, in time order.
+
+    ``column`` holds the values (finite numbers; a missing cell is a DataError
+    naming its row: nothing is filled silently). With ``timestamp`` the rows
+    must be strictly increasing hours without gaps (checked; the index is then
+    that column), otherwise the rows are taken as consecutive hours.
+    ``sep``/``decimal`` read e.g. ``;``-separated files with decimal commas.
+    Returns a float64 Series with ``attrs["file"]`` and ``attrs["report"]``.
+    """
+    p = resolve_path(path, None, what="signal file")
+    rep = Report(p.name)
+    df = read_csv_text(p, sep=sep)
+    require_columns(df, (column,) + ((timestamp,) if timestamp else ()), p)
+    if decimal != ".":
+        df[column] = df[column].str.replace(decimal, ".", regex=False)
+    vals, _ = numeric_column(df, column, p)
+    index = pd.RangeIndex(len(vals), name="hour")
+    if timestamp:
+        ts = parse_timestamps(df, timestamp, p, utc=True)
+        check_strictly_increasing(ts, p, timestamp)
+        idx = pd.DatetimeIndex(ts)
+        off = np.asarray((idx[1:] - idx[:-1]) != pd.Timedelta(hours=1))
+        if off.any():
+            i = int(np.argmax(off)) + 1
+            raise DataError(f"{idx[i]} is not one hour after the previous row", file=p, row=i + 1,
+                            field=timestamp, accepted="consecutive hourly timestamps (no gaps)")
+        index = pd.DatetimeIndex(ts, name=timestamp)
+    if len(vals) < 2:
+        raise DataError(f"{len(vals)} rows", file=p, accepted="at least 2 hourly values")
+    s = pd.Series(vals, index=index, name=column)
+    s.attrs["file"] = str(p)
+    rep.info(f"{len(vals)} hourly values of {column!r}")
+    return rep.attach(s)
