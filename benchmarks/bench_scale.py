@@ -1,14 +1,17 @@
 """Scaling with the number of agents: seconds per epoch and peak memory, 50 to 500,000 agents (issue 14).
 
-Populations are the presets' agents tiled (agent ``j`` is preset agent
-``j mod n`` with its own contexts; chunked agents own consecutive stretches of
-time, wrapping around the split): data centers from
-``dc-different-different-lambda`` (50 agents, pathwise estimator) and EVs
-from ``ev-similar`` (70 agents, ``reinforce_weighted`` with the difference
-credit and the deterministic baseline), q + 1 = 20, K = 1, batch 128, Adam --
-what ``eqpm train`` runs, through :func:`trainers.training.train` itself
-(``train`` builds its population from a preset name, so the child process
-hands it the tiled population by patching ``trainers.training.build_population``).
+Populations are the presets' agents tiled on the preset's training split
+(agent ``j`` is preset agent ``j mod n`` with its own contexts; no validation
+part held out): data centers from ``dc-different-different-lambda`` (50
+agents, pathwise estimator) and EVs from ``ev-similar`` (70 agents,
+``reinforce_weighted`` with the difference credit and the deterministic
+baseline), q + 1 = 20, K = 1, batch 128, Adam -- what ``eqpm train`` runs,
+through :func:`trainers.training.train` itself (``train`` builds its
+population from the configuration, so the child process hands it the tiled
+one by patching ``TrainConfig.build_population``).  The chunked layout gives
+every agent an equal stretch of the split's positions, so it holds at most as
+many agents as there are positions (EVs 6,109, data centers 5,857); an epoch
+then scores every position once, each with its own input.
 
 Every configuration runs in its own child process (peak memory is the child's
 ``ru_maxrss``, so runs do not pollute each other), which trains one epoch of
@@ -69,7 +72,7 @@ import torch
 from agents.data_center import DataCenterAgent
 from agents.ev_charging import EVChargingAgent
 from eq_envs.population import Population
-from eq_envs.presets import build_population, chunk_lengths, dc_lambdas, dc_workloads, ev_needs_rates
+from eq_envs.presets import build_population
 
 PRESET = {"dc": "dc-different-different-lambda", "ev": "ev-similar"}
 Q = 19.0  # q + 1 = 20, the paper's EV setting; the pathwise data-center cost does not depend on q
@@ -81,23 +84,24 @@ FIELDS = ("kind", "layout", "agents", "batch_size", "threads", "estimator", "bat
 
 # --------------------------------------------------------------------------- tiled populations
 def tiled_population(kind: str, layout: str, num_agents: int) -> Population:
-    """The preset's agents tiled to ``num_agents`` (training split)."""
-    base = build_population(PRESET[kind], split="train", layout="shared")
+    """The preset's agents tiled to ``num_agents`` on its training split (no validation part held out)."""
+    base = build_population(PRESET[kind], split="train", layout="shared", val_fraction=0.0)
+    g = base.groups[0]
+    tile = [j % g.num_agents for j in range(num_agents)]
     if kind == "ev":
-        needs, rates = ev_needs_rates("similar", "train")
-        tile = [j % len(needs) for j in range(num_agents)]
-        group = EVChargingAgent([needs[j] for j in tile], [rates[j] for j in tile], horizon=base.horizon)
+        rates = g.rate.sequences()
+        group = EVChargingAgent([g.needs[j] for j in tile], [rates[j] for j in tile], horizon=g.horizon)
     else:
-        work = dc_workloads("different", "train")
-        lam = dc_lambdas("different", len(work))
-        tile = [j % len(work) for j in range(num_agents)]
-        group = DataCenterAgent([work[j] for j in tile], lam=lam[tile], horizon=base.horizon)
-    pop = Population(f"{base.name}-x{num_agents}", base.signal, "train", base.split_range, [group], base.horizon,
-                     signal_name=base.signal_name, units=base.units)
-    if layout == "shared":
-        return pop
-    return Population(pop.name, pop.signal, "train", pop.split_range, [group], pop.horizon, layout="chunked",
-                      chunk_lengths=chunk_lengths(pop), signal_name=pop.signal_name, units=pop.units)
+        work = g.workloads.sequences()
+        group = DataCenterAgent([work[j] for j in tile], lam=g.lam[tile], horizon=g.horizon, reduce=g.reduce)
+    return Population(f"{base.name}-x{num_agents}", base.signal, "train", base.split_range, [group], base.horizon,
+                      layout=layout, positions=base.positions, protocol=base.protocol, signal_name=base.signal_name,
+                      units=base.units)
+
+
+def train_positions(kind: str) -> int:
+    """Clock positions of the preset's training split: the most agents the chunked layout can hold."""
+    return build_population(PRESET[kind], split="train", layout="shared", val_fraction=0.0).num_steps
 
 
 # --------------------------------------------------------------------------- one configuration (child process)
@@ -123,9 +127,9 @@ def measure(kind: str, layout: str, num_agents: int, batches: int, batch_size: i
     pop = tiled_population(kind, layout, num_agents)
     row["rss_built_gb"] = _rss_gb()
     cfg = TrainConfig(population=PRESET[kind], layout=layout, q=Q, epochs=1, max_batches=batches,
-                      batch_size=batch_size, seed=0)
+                      batch_size=batch_size, seed=0, val_fraction=0.0)
     runs = []
-    with mock.patch.object(training, "build_population", lambda *a, **k: pop):
+    with mock.patch.object(TrainConfig, "build_population", lambda self, split="train": pop):
         for _ in range(2):  # warm-up, timed
             cpu = _cpu_seconds(lambda: runs.append(training.train(cfg, None, tensorboard=False)))
     row["estimator"] = training.resolve_estimator(cfg, pop)
@@ -236,20 +240,18 @@ FAST_PATH_BUDGETS = (("unsharded", 2**62), ("default 256 MiB", None), ("16 MiB",
 
 
 def fast_path_memory(num_agents: int = 20000, batch: int = 128) -> list[dict]:
-    """Peak tensor bytes of one ``Population.regret`` call on float32 predictions, at three shard budgets."""
+    """Peak tensor bytes of one ``Population.regret`` call on float32 predictions (shared layout), three budgets."""
     rows = []
     for kind in ("dc", "ev"):
-        for layout in ("shared", "chunked"):
-            pop = tiled_population(kind, layout, num_agents)
-            B = min(batch, pop.num_steps)
-            idx = torch.arange(B)
-            g = torch.Generator().manual_seed(0)
-            pred = 1.0 + 9.0 * torch.rand(num_agents, B, pop.horizon, generator=g)  # float32, as sampled
-            for what, p in (("per-agent", pred), ("shared", pred[:1])):
-                peaks = {name: peak_tensor_bytes(partial(pop.regret, p, idx, memory_budget=budget))
-                         for name, budget in FAST_PATH_BUDGETS}
-                rows.append({"kind": kind, "layout": layout, "prediction": what, "agents": num_agents, "batch": B,
-                             "model": pop.groups[0].bytes_per_decision(), **peaks})
+        pop = tiled_population(kind, "shared", num_agents)
+        idx = torch.arange(batch)
+        g = torch.Generator().manual_seed(0)
+        pred = 1.0 + 9.0 * torch.rand(num_agents, batch, pop.horizon, generator=g)  # float32, as sampled
+        for what, p in (("per-agent", pred), ("shared", pred[:1])):
+            peaks = {name: peak_tensor_bytes(partial(pop.regret, p, idx, memory_budget=budget))
+                     for name, budget in FAST_PATH_BUDGETS}
+            rows.append({"kind": kind, "layout": "shared", "prediction": what, "agents": num_agents, "batch": batch,
+                         "model": pop.groups[0].bytes_per_decision(), **peaks})
     return rows
 
 
@@ -347,9 +349,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the 2 cores are shared)")
     ap.add_argument("--memory-limit-gb", type=float, default=12.0, dest="memory_limit_gb",
                     help="address-space cap of each child (default 12; RSS stays ~0.6 GB below it)")
-    ap.add_argument("--chunked-max-agents", type=int, default=500, dest="chunked_max_agents",
-                    help="skip chunked points above this many agents (default 500: the network's activations, "
-                         "~47 kB per agent-decision, put 5,000 chunked agents at ~21 GB)")
     ap.add_argument("--no-fast-path", action="store_true", help="skip the fast path's memory model (part two)")
     ap.add_argument("--report-only", action="store_true", help="rebuild scale.md from the CSV files, run nothing")
     ap.add_argument("--csv", type=Path, default=RESULTS / "scale.csv",
@@ -369,10 +368,11 @@ def main() -> None:
               f"Python {platform.python_version()}, torch {torch.__version__}, {args.threads} thread(s); "
               f"load average {os.getloadavg()[0]:.1f}; {datetime.date.today().isoformat()}", flush=True)
         points = [(k, lay, m) for m in args.agents for k in args.kinds for lay in args.layouts]
-        skipped = [p for p in points if p[1] == "chunked" and p[2] > args.chunked_max_agents]
-        if skipped:
-            print(f"  skipped (chunked above --chunked-max-agents {args.chunked_max_agents}): "
-                  + ", ".join(f"{k} {m:,}" for k, _, m in skipped))
+        room = {k: train_positions(k) for k in args.kinds}
+        skipped = [p for p in points if p[1] == "chunked" and p[2] > room[p[0]]]
+        if skipped:  # the chunked layout gives every agent an equal stretch (at least one) of the split's positions
+            print("  skipped: chunked with more agents than training positions ("
+                  + ", ".join(f"{k} {m:,} > {room[k]:,}" for k, _, m in skipped) + ")")
         todo = [p for p in points if p not in skipped]
         runs: dict[tuple, list[dict]] = {p: [] for p in todo}
         for _ in range(args.repeats):  # round robin: every point sees the same mix of the machine's load
