@@ -37,7 +37,7 @@ above the interpreter's) against log(agents), per layout and batch size, over
 the points with at least 500 agents.  Part two is the memory model of the
 regret fast path (:meth:`eq_envs.population.Population.regret`): peak bytes
 of tensors allocated per agent-decision (torch profiler), unsharded and under
-shard budgets of 256 MiB (the default) and 16 MiB.
+shard budgets of 256 MiB and 32 MiB (the default).
 
 Results accumulate in ``benchmarks/results/scale.csv`` (a row per
 configuration, replaced when re-measured) and the table in ``scale.md`` is
@@ -77,7 +77,10 @@ from eq_envs.presets import build_population
 PRESET = {"dc": "dc-different-different-lambda", "ev": "ev-similar"}
 Q = 19.0  # q + 1 = 20, the paper's EV setting; the pathwise data-center cost does not depend on q
 RESULTS = Path(__file__).parent / "results"
-FIELDS = ("kind", "layout", "agents", "batch_size", "threads", "estimator", "batches_per_epoch", "timed_batches",
+#: glibc settings of ``--malloc retain``: never hand big blocks to mmap, never trim the heap, so memory a
+#: batch frees is reused by the next instead of being returned to the kernel and faulted in again.
+RETAIN_MALLOC = {"MALLOC_MMAP_MAX_": "0", "MALLOC_TRIM_THRESHOLD_": str(2**40)}
+FIELDS = ("kind", "layout", "agents", "batch_size", "threads", "malloc", "estimator", "batches_per_epoch", "timed_batches",
           "s_per_batch", "s_per_epoch", "cpu_s_per_epoch", "us_per_decision", "net_share", "rss_start_gb", "rss_built_gb",
           "peak_rss_gb", "bytes_per_decision", "repeats", "spread", "load_avg", "status", "date")
 
@@ -123,7 +126,7 @@ def measure(kind: str, layout: str, num_agents: int, batches: int, batch_size: i
 
     torch.set_num_threads(threads)
     row = {"kind": kind, "layout": layout, "agents": num_agents, "batch_size": batch_size, "threads": threads,
-           "rss_start_gb": _rss_gb()}
+           "malloc": "retain" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "system", "rss_start_gb": _rss_gb()}
     pop = tiled_population(kind, layout, num_agents)
     row["rss_built_gb"] = _rss_gb()
     cfg = TrainConfig(population=PRESET[kind], layout=layout, q=Q, epochs=1, max_batches=batches,
@@ -166,7 +169,7 @@ def _child(args: argparse.Namespace) -> None:
         if "alloc" not in str(exc) and not isinstance(exc, MemoryError):
             raise
         row = {"kind": kind, "layout": layout, "agents": agents, "batch_size": args.batch_size,
-               "threads": args.threads, "peak_rss_gb": _rss_gb(),
+               "threads": args.threads, "malloc": args.malloc, "peak_rss_gb": _rss_gb(),
                "status": f"out of memory under the {args.memory_limit_gb:g} GB address-space cap"}
     print("RESULT " + json.dumps(row))
 
@@ -176,18 +179,20 @@ def run_point(kind: str, layout: str, agents: int, args: argparse.Namespace) -> 
            "--threads", str(args.threads), "--memory-limit-gb", str(args.memory_limit_gb)]
     if args.batches is not None:
         cmd += ["--batches", str(args.batches)]
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1]),
+           **(RETAIN_MALLOC if args.malloc == "retain" else {})}
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
     if proc.returncode != 0 or not lines:
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         row = {"kind": kind, "layout": layout, "agents": agents, "batch_size": args.batch_size,
-               "threads": args.threads, "status": f"failed (exit {proc.returncode}): {tail[0][:150]}"}
+               "threads": args.threads, "malloc": args.malloc,
+               "status": f"failed (exit {proc.returncode}): {tail[0][:150]}"}
     else:
         row = json.loads(lines[-1][len("RESULT "):])
     row["date"] = datetime.date.today().isoformat()
-    print(f"  {kind} {layout} {agents:>7,} agents: {row['status']}"
+    print(f"  {kind} {layout} {args.malloc} {agents:>7,} agents: {row['status']}"
           + (f", {row['s_per_epoch']:.4g} s/epoch, {row['peak_rss_gb']:.2f} GB peak" if row["status"] == "ok" else "")
           + f"  ({time.perf_counter() - t0:.0f} s)", flush=True)
     return row
@@ -236,7 +241,7 @@ def peak_tensor_bytes(fn) -> int:
     return peak
 
 
-FAST_PATH_BUDGETS = (("unsharded", 2**62), ("default 256 MiB", None), ("16 MiB", 16 * 2**20))
+FAST_PATH_BUDGETS = (("unsharded", 2**62), ("256 MiB", 256 * 2**20), ("default 32 MiB", None))
 
 
 def fast_path_memory(num_agents: int = 20000, batch: int = 128) -> list[dict]:
@@ -264,7 +269,8 @@ def _read(path: Path) -> list[dict]:
 
 
 def _merge(path: Path, new: list[dict]) -> list[dict]:
-    key = lambda r: (r["kind"], r["layout"], int(r["agents"]), int(r["batch_size"]), int(r["threads"]))  # noqa: E731
+    key = lambda r: (r["kind"], r["layout"], r["malloc"], int(r["batch_size"]), int(r["agents"]),  # noqa: E731
+                     int(r["threads"]))
     rows = {key(r): r for r in _read(path)}
     rows.update({key(r): {k: r.get(k, "") for k in FIELDS} for r in new})
     _write(path, sorted(rows.values(), key=key), FIELDS)
@@ -294,12 +300,12 @@ def exponent(rows: list[dict], y: str, min_agents: int = 500) -> tuple[float, in
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| kind | layout | agents | batch | timed batches | s/epoch (wall) | s/epoch (CPU) | "
+    lines = ["| kind | layout | malloc | batch | agents | timed batches | s/epoch (wall) | s/epoch (CPU) | "
              "CPU µs per agent-decision | net share | peak RSS (GB) | RSS after build (GB) | "
              "bytes per agent-decision | repeats, spread | load | status |",
-             "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
+             "|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---|"]
     for r in rows:
-        head = f"| {r['kind']} | {r['layout']} | {int(r['agents']):,} | {r['batch_size']} | "
+        head = f"| {r['kind']} | {r['layout']} | {r['malloc']} | {r['batch_size']} | {int(r['agents']):,} | "
         if r["status"] != "ok":
             lines.append(head + f"| | | | | {_f(r, 'peak_rss_gb'):.2f} | | | | | {r['status']} |")
             continue
@@ -308,16 +314,16 @@ def table(rows: list[dict]) -> str:
                      f"{_f(r, 'net_share'):.0%} | {_f(r, 'peak_rss_gb'):.2f} | {_f(r, 'rss_built_gb'):.2f} | "
                      f"{_f(r, 'bytes_per_decision'):,.0f} | {r.get('repeats') or 1}, {_f(r, 'spread'):.0%} | "
                      f"{_f(r, 'load_avg'):.1f} | ok |")
-    lines += ["", "| kind | layout | batch | CPU time exponent (points) | wall time exponent | "
-              "memory exponent | CPU µs/decision at 50,000 ÷ at 500 |", "|---|---|---:|---:|---:|---:|---:|"]
-    for kind, layout, bs in sorted({(r["kind"], r["layout"], r["batch_size"]) for r in rows}):
-        sub = [r for r in rows if (r["kind"], r["layout"], r["batch_size"]) == (kind, layout, bs)]
+    lines += ["", "| kind | layout | malloc | batch | CPU time exponent (points) | wall time exponent | "
+              "memory exponent | CPU µs/decision at 50,000 ÷ at 500 |", "|---|---|---|---:|---:|---:|---:|---:|"]
+    for group in sorted({(r["kind"], r["layout"], r["malloc"], r["batch_size"]) for r in rows}):
+        sub = [r for r in rows if (r["kind"], r["layout"], r["malloc"], r["batch_size"]) == group]
         for r in sub:
             r["peak_above_start"] = _f(r, "peak_rss_gb") - _f(r, "rss_start_gb")
         (ce, n), (we, _), (me, _) = (exponent(sub, k) for k in ("cpu_s_per_epoch", "s_per_epoch", "peak_above_start"))
         at = {int(r["agents"]): _f(r, "us_per_decision") for r in sub if r["status"] == "ok"}
         ratio = f"{at[50000] / at[500]:.2f}" if 500 in at and 50000 in at else "not measured"
-        lines.append(f"| {kind} | {layout} | {bs} | {ce:.2f} ({n}) | {we:.2f} | {me:.2f} | {ratio} |")
+        lines.append("| " + " | ".join(group) + f" | {ce:.2f} ({n}) | {we:.2f} | {me:.2f} | {ratio} |")
     return "\n".join(lines)
 
 
@@ -347,6 +353,8 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=1,
                     help="child runs per point, round robin over the points; the table keeps the median (default 1)")
     ap.add_argument("--threads", type=int, default=1, help="torch threads (default 1: the 2 cores are shared)")
+    ap.add_argument("--malloc", choices=("system", "retain"), default="system",
+                    help="system: glibc's defaults; retain: glibc keeps freed memory for reuse (RETAIN_MALLOC)")
     ap.add_argument("--memory-limit-gb", type=float, default=12.0, dest="memory_limit_gb",
                     help="address-space cap of each child (default 12; RSS stays ~0.6 GB below it)")
     ap.add_argument("--no-fast-path", action="store_true", help="skip the fast path's memory model (part two)")

@@ -34,7 +34,7 @@ Two layouts say how agents map to time (``layout``):
 :meth:`Population.evaluate` is the batched fast path (all agents x a batch of
 clock positions in one call) that the environments and the trainer share.  It
 evaluates each group's agents in shards whose temporaries fit
-``memory_budget`` bytes (:data:`agents.base.DEFAULT_MEMORY_BUDGET`, 256 MiB,
+``memory_budget`` bytes (:data:`agents.base.DEFAULT_MEMORY_BUDGET`, 32 MiB,
 unless set on the population or per call); sharding changes no number.
 """
 from __future__ import annotations
