@@ -112,6 +112,11 @@ def _rss_gb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux: kB
 
 
+def _malloc_setting() -> str:
+    """``--malloc`` of this child, read back from its environment."""
+    return "retain" if all(os.environ.get(k) == v for k, v in RETAIN_MALLOC.items()) else "system"
+
+
 def _cpu_seconds(fn) -> float:
     """Processor time of ``fn()`` (user + system of this process: waiting for a busy core is not counted)."""
     c0 = time.process_time()
@@ -126,7 +131,7 @@ def measure(kind: str, layout: str, num_agents: int, batches: int, batch_size: i
 
     torch.set_num_threads(threads)
     row = {"kind": kind, "layout": layout, "agents": num_agents, "batch_size": batch_size, "threads": threads,
-           "malloc": "retain" if os.environ.get("MALLOC_MMAP_MAX_") == "0" else "system", "rss_start_gb": _rss_gb()}
+           "malloc": _malloc_setting(), "rss_start_gb": _rss_gb()}
     pop = tiled_population(kind, layout, num_agents)
     row["rss_built_gb"] = _rss_gb()
     cfg = TrainConfig(population=PRESET[kind], layout=layout, q=Q, epochs=1, max_batches=batches,
@@ -169,7 +174,7 @@ def _child(args: argparse.Namespace) -> None:
         if "alloc" not in str(exc) and not isinstance(exc, MemoryError):
             raise
         row = {"kind": kind, "layout": layout, "agents": agents, "batch_size": args.batch_size,
-               "threads": args.threads, "malloc": args.malloc, "peak_rss_gb": _rss_gb(),
+               "threads": args.threads, "malloc": _malloc_setting(), "peak_rss_gb": _rss_gb(),
                "status": f"out of memory under the {args.memory_limit_gb:g} GB address-space cap"}
     print("RESULT " + json.dumps(row))
 

@@ -1,8 +1,9 @@
 """Linear memory at many agents: the O(M) leave-one-out credit, agent shards, the shared-prediction ranking.
 
-Oracles: the O(M²) difference credit as it was before issue 14 (kept here,
-verbatim, as an independent reference), brute-force leave-one-out sums, the
-per-agent sort path of the slot agents, and the unsharded evaluation.
+Oracles: the O(M²) difference credit as it was before issue 14 (its algorithm
+kept here, written with torch's own primitives), brute-force leave-one-out sums,
+stable sorts, the per-agent sort path of the slot agents, and the unsharded
+evaluation.
 """
 from __future__ import annotations
 
