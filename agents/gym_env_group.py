@@ -76,8 +76,13 @@ class GymEnvAgentGroup(AgentGroup):
     def cost(self, decision: Tensor, truth: Tensor, ctx: Context) -> Tensor:
         raise NotImplementedError("a Gymnasium env scores its own decisions: use evaluate()")
 
-    def evaluate(self, pred: Tensor, truth: Tensor, index: Tensor, ctx: Context | None = None) -> Evaluation:
-        """Reset every env at each clock position, step it with its prediction, read ``info``."""
+    def evaluate(self, pred: Tensor, truth: Tensor, index: Tensor, ctx: Context | None = None, *,
+                 memory_budget: int | None = None) -> Evaluation:
+        """Reset every env at each clock position, step it with its prediction, read ``info``.
+
+        ``memory_budget`` is accepted for the common signature and not needed:
+        the envs are stepped one clock position at a time.
+        """
         pred = self.check_pred(pred)
         index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
         if self.envs is None:
@@ -104,6 +109,9 @@ class GymEnvAgentGroup(AgentGroup):
         return Evaluation(regret=t["regret"], cost=t["cost"], oracle_cost=t["oracle_cost"],
                           decision=torch.from_numpy(np.stack(decisions, axis=1)),
                           clamped=torch.zeros(M, B, dtype=torch.bool))
+
+    def regret(self, pred: Tensor, truth: Tensor, index: Tensor, *, memory_budget: int | None = None) -> Tensor:
+        return self.evaluate(pred, truth, index).regret
 
     def close(self) -> None:
         """Close the vector env (and its worker processes)."""

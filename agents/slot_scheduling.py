@@ -106,17 +106,32 @@ class SlotSchedulingAgent(AgentGroup):
         return t.view(1, 1, -1) < ctx["available"].unsqueeze(-1)  # [M, B, T]
 
     def decide(self, pred: Tensor, ctx: Context) -> Tensor:
-        """Binary schedule ``[M, B, T]`` (float 0/1): k cheapest available slots + negative ones."""
+        """Binary schedule ``[M, B, T]`` (float 0/1): k cheapest available slots + negative ones.
+
+        Ties go to the earlier slot.  A prediction shared by all agents
+        (``[1, B, T]``: the truth in the shared layout, a deterministic baseline)
+        is ranked once for everybody (:func:`prefix_ranks`); per-agent
+        predictions are sorted per agent.
+        """
         pred = pred.detach()
         M, B = ctx["slots"].shape
-        pred = pred.expand(M, B, self.horizon)
         avail = self._availability(ctx, pred.device)
-        if avail is not None:
-            pred = torch.where(avail, pred, torch.full_like(pred, float("inf")))
-        # rank of every slot in ascending predicted order (stable: ties go to the earlier slot)
-        order = torch.argsort(pred, dim=-1, stable=True)
-        ranks = torch.empty_like(order)
-        ranks.scatter_(-1, order, torch.arange(self.horizon, device=pred.device).expand_as(order))
+        if pred.shape[0] == 1 and M > 1:
+            table = prefix_ranks(pred[0])  # [B, T, T + 1]
+            if avail is None:
+                ranks = table[..., self.horizon]  # [B, T]: ranks among all slots, shared
+            else:  # rank of slot t among the agent's available slots 0..a-1
+                ranks = table[torch.arange(B, device=pred.device).view(1, B, 1),
+                              torch.arange(self.horizon, device=pred.device).view(1, 1, -1),
+                              ctx["available"].long().unsqueeze(-1)]  # [M, B, T]
+        else:
+            pred = pred.expand(M, B, self.horizon)
+            if avail is not None:
+                pred = torch.where(avail, pred, torch.full_like(pred, float("inf")))
+            # rank of every slot in ascending predicted order (stable: ties go to the earlier slot)
+            order = torch.argsort(pred, dim=-1, stable=True)
+            ranks = torch.empty_like(order)
+            ranks.scatter_(-1, order, torch.arange(self.horizon, device=pred.device).expand_as(order))
         chosen = ranks < ctx["slots"].unsqueeze(-1).to(ranks.dtype)
         chosen = chosen | (pred < 0)
         if avail is not None:
@@ -137,11 +152,34 @@ class SlotSchedulingAgent(AgentGroup):
         regret = ctx["rate"] * ((decision - oracle_x) * truth3.to(torch.float64)).sum(-1)
         return cost, oracle, regret
 
+    def bytes_per_decision(self) -> int:
+        # Per slot, at the peak of score(): the decision and the oracle decision (float64), two float64
+        # temporaries of the regret sum, and the sort's int64 order and ranks of the decision before it.
+        return 48 * self.horizon
+
     def describe(self) -> dict:
         d = super().describe()
         k = torch.cat([torch.as_tensor(s) for s in self.slots.sequences()])
         d.update(slots_min=int(k.min()), slots_max=int(k.max()), has_window=self.available is not None)
         return d
+
+
+def prefix_ranks(pred: Tensor) -> Tensor:
+    """Ranks of one prediction per position among every prefix of slots: ``[B, T, T + 1]``.
+
+    ``out[b, t, a]`` is the number of slots ``s < a`` ranked before slot ``t``
+    in ascending predicted order, ties going to the earlier slot (the ranks a
+    stable sort gives), so ``out[b, t, T]`` is slot ``t``'s rank among all
+    slots and, for ``t < a``, ``out[b, t, a]`` its rank among the first ``a``
+    (the available) slots.  ``pred`` is ``[B, T]``; the table costs
+    ``B·T·(T+1)`` small integers whatever the number of agents sharing it.
+    """
+    T = pred.shape[-1]
+    slot = torch.arange(T, device=pred.device)
+    p_t, p_s = pred.unsqueeze(-1), pred.unsqueeze(-2)  # [B, T(t), 1], [B, 1, T(s)]
+    before = (p_s < p_t) | ((p_s == p_t) & (slot.view(1, 1, T) < slot.view(1, T, 1)))  # [B, T(t), T(s)]
+    counts = torch.cumsum(before, dim=-1, dtype=torch.int16 if T < 2**15 else torch.long)
+    return torch.nn.functional.pad(counts, (1, 0))
 
 
 def _valid_mask(table: ContextTable) -> Tensor:

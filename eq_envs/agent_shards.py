@@ -59,6 +59,9 @@ class AgentRange(AgentGroup):
     def score(self, pred: Tensor, decision: Tensor, truth: Tensor, ctx: Context) -> tuple[Tensor, Tensor, Tensor]:
         return self.group.score(pred, decision, truth, ctx)
 
+    def bytes_per_decision(self) -> int:
+        return self.group.bytes_per_decision()  # the memory budget shards the view as it shards the group
+
     def describe(self) -> dict:
         return {**self.group.describe(), "num_agents": self.num_agents, "agents": [self.rows.start, self.rows.stop]}
 

@@ -32,11 +32,15 @@ Two layouts say how agents map to time (``layout``):
   another.
 
 :meth:`Population.evaluate` is the batched fast path (all agents x a batch of
-clock positions in one call) that the environments and the trainer share.
+clock positions in one call) that the environments and the trainer share.  It
+evaluates each group's agents in shards whose temporaries fit
+``memory_budget`` bytes (:data:`agents.base.DEFAULT_MEMORY_BUDGET`, 32 MiB,
+unless set on the population or per call); sharding changes no number.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 
@@ -45,7 +49,7 @@ import torch
 from scipy.stats import wasserstein_distance
 from torch import Tensor
 
-from agents.base import AgentGroup
+from agents.base import DEFAULT_MEMORY_BUDGET, AgentGroup, Truth, check_memory_budget
 from eq_envs.splits import PROTOCOLS, SPLITS
 
 #: Past signal values the public model sees (the paper's sequence length).
@@ -84,6 +88,11 @@ class Population:
         positions: rows where the split's predictions start (sorted); ``None``:
             every row of ``split_range`` with a full input window and horizon.
         protocol: how the split was drawn (:mod:`eq_envs.splits`), for the record.
+        memory_budget: bytes of temporaries the fast path may hold at once; each
+            group's agents are evaluated in shards of
+            ``memory_budget // (bytes_per_decision · B)`` agents (see
+            :meth:`agents.base.AgentGroup.bytes_per_decision`).  Outputs
+            (``[M, B]`` regrets) and contexts come on top.
     """
 
     name: str
@@ -100,8 +109,13 @@ class Population:
     signal_name: str = "carbon"
     units: str = ""
     notes: list[str] = field(default_factory=list)
+    memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     def __post_init__(self) -> None:
+        try:
+            check_memory_budget(self.memory_budget)
+        except ValueError as exc:
+            raise ValueError(f"population {self.name}: {exc}") from None
         if self.split not in SPLITS:
             raise ValueError(f"population {self.name}: split={self.split!r}; accepted: {SPLITS}")
         if not self.weights:
@@ -200,26 +214,22 @@ class Population:
 
     def truth(self, index: Tensor | Sequence[int] | int) -> Tensor:
         """True signal (float64): ``[B, horizon]`` (shared) or ``[M, B, horizon]`` (chunked)."""
-        t = self.time_step(index)
+        return self._truth_at(self.time_step(index))
+
+    def _truth_at(self, t: Tensor) -> Tensor:
         return self._signal_t[t.unsqueeze(-1) + torch.arange(self.horizon)]
 
     # ----------------------------------------------------------- fast path
-    def evaluate(self, pred: Tensor, index: Tensor | Sequence[int] | int) -> PopulationEvaluation:
-        """Regret of every agent for predictions ``pred`` ``[M|1, B, H]`` at clock ``index`` ``[B]``."""
-        idx = self.check_index(index)
-        if not isinstance(pred, Tensor):
-            pred = torch.as_tensor(np.asarray(pred))
-        if pred.dim() != 3 or pred.shape[0] not in (1, self.num_agents) or pred.shape[1] != idx.numel() \
-                or pred.shape[2] != self.horizon:
-            raise ValueError(f"population {self.name}: prediction has shape {tuple(pred.shape)}; accepted: "
-                             f"[{self.num_agents} or 1, {idx.numel()}, {self.horizon}] (agents x batch x horizon)")
-        truth = self.truth(idx)
-        parts, offset = [], 0
-        for g in self.groups:
-            p = pred if pred.shape[0] == 1 else pred[offset: offset + g.num_agents]
-            y = truth if truth.dim() == 2 else truth[offset: offset + g.num_agents]
-            parts.append(g.evaluate(p, y, idx))
-            offset += g.num_agents
+    def evaluate(self, pred: Tensor, index: Tensor | Sequence[int] | int, *,
+                 memory_budget: int | None = None) -> PopulationEvaluation:
+        """Regret of every agent for predictions ``pred`` ``[M|1, B, H]`` at clock ``index`` ``[B]``.
+
+        ``memory_budget`` overrides :attr:`memory_budget` for this call.
+        """
+        pred, idx = self._check(pred, index)
+        parts = []
+        for g, p, y in self._group_inputs(pred, idx):
+            parts.append(g.evaluate(p, y, idx, memory_budget=self._budget(memory_budget)))
         if len(parts) == 1:
             e = parts[0]
             return PopulationEvaluation(e.regret, e.cost, e.oracle_cost, e.clamped, [e.decision])
@@ -231,9 +241,44 @@ class Population:
             decisions=[e.decision for e in parts],
         )
 
-    def regret(self, pred: Tensor, index: Tensor | Sequence[int] | int) -> Tensor:
-        """Regret ``[M, B]`` (see :meth:`evaluate`)."""
-        return self.evaluate(pred, index).regret
+    def regret(self, pred: Tensor, index: Tensor | Sequence[int] | int, *,
+               memory_budget: int | None = None) -> Tensor:
+        """Regret ``[M, B]`` (see :meth:`evaluate`); decisions and costs are not kept."""
+        pred, idx = self._check(pred, index)
+        parts = [g.regret(p, y, idx, memory_budget=self._budget(memory_budget))
+                 for g, p, y in self._group_inputs(pred, idx)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+    def _budget(self, memory_budget: int | None) -> int:
+        return self.memory_budget if memory_budget is None else check_memory_budget(memory_budget)
+
+    def _check(self, pred: Tensor, index: Tensor | Sequence[int] | int) -> tuple[Tensor, Tensor]:
+        idx = self.check_index(index)
+        if not isinstance(pred, Tensor):
+            pred = torch.as_tensor(np.asarray(pred))
+        if pred.dim() != 3 or pred.shape[0] not in (1, self.num_agents) or pred.shape[1] != idx.numel() \
+                or pred.shape[2] != self.horizon:
+            raise ValueError(f"population {self.name}: prediction has shape {tuple(pred.shape)}; accepted: "
+                             f"[{self.num_agents} or 1, {idx.numel()}, {self.horizon}] (agents x batch x horizon)")
+        return pred, idx
+
+    def _group_inputs(self, pred: Tensor, idx: Tensor) -> Iterator[tuple[AgentGroup, Tensor, Truth]]:
+        """Per group: ``(group, its prediction rows, its truth)``.
+
+        Chunked layout: the truth is per agent (``[M, B, H]`` float64), so each
+        group gets a callable that builds the rows of one shard of agents at a time.
+        """
+        t = self.time_step(idx)
+        offset = 0
+        for g in self.groups:
+            p = pred if pred.shape[0] == 1 else pred[offset: offset + g.num_agents]
+            if t.dim() == 1:
+                y: Truth = self._truth_at(t)
+            else:
+                def y(rows: slice, t_group: Tensor = t[offset: offset + g.num_agents]) -> Tensor:
+                    return self._truth_at(t_group[rows])
+            yield g, p, y
+            offset += g.num_agents
 
     # --------------------------------------------------------------- report
     def describe(self) -> dict:
@@ -254,8 +299,11 @@ def pairwise_wasserstein_range(samples: Sequence[np.ndarray]) -> tuple[float, fl
     """
     if len(samples) < 2:
         raise ValueError("pairwise_wasserstein_range needs at least two agents")
-    d = [wasserstein_distance(a, b) for a, b in combinations(samples, 2)]
-    return float(min(d)), float(max(d))
+    lo, hi = math.inf, -math.inf
+    for a, b in combinations(samples, 2):  # running extremes: M^2 / 2 distances, none of them kept
+        d = wasserstein_distance(a, b)
+        lo, hi = min(lo, d), max(hi, d)
+    return float(lo), float(hi)
 
 
 def wasserstein_ranges(pop: Population) -> dict[str, tuple[float, float]]:

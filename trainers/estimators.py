@@ -85,14 +85,13 @@ expectation also penalises the predictive variance.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
 
-from trainers.objectives import _logsumexp, _masked_log, check_q
+from trainers.objectives import _logsumexp, _masked_log, check_q, logsumexp_excluding_each
 from trainers.rollout import RegretFn, collect_rollout
 
 if TYPE_CHECKING:
@@ -160,7 +159,9 @@ def difference_credit(mean_regret: Tensor, regret: Tensor, baseline: Tensor, q: 
     (a data-parallel worker's shard, :mod:`trainers.distributed`).
     For ``q = 0`` this is ``(C - b) / B``.  The norm form is evaluated as
     ``N - N' = -N · expm1(log N' - log N)`` with
-    ``log N' = logaddexp(logsumexp_{k≠m}(p log C̄_k), p log C̄'_{m,i}) / p``.
+    ``log N' = logaddexp(logsumexp_{k≠m}(p log C̄_k), p log C̄'_{m,i}) / p``; the
+    leave-one-out log-sum-exp comes from the full one in O(M) memory
+    (:func:`trainers.objectives.logsumexp_excluding_each`).
     """
     p = check_q(q) + 1.0
     B = regret.shape[-1]
@@ -171,11 +172,8 @@ def difference_credit(mean_regret: Tensor, regret: Tensor, baseline: Tensor, q: 
     if form == "power":
         return cbar.pow(p) - new.pow(p)
     z = p * _masked_log(mean_regret)  # [K, M]
-    M = z.shape[-1]
     log_n = (_logsumexp(z) / p)[..., None, None]  # [K, 1, 1]
-    eye = torch.eye(M, dtype=torch.bool, device=z.device)
-    z_excl = z.unsqueeze(-2).expand(*z.shape[:-1], M, M).masked_fill(eye, -math.inf)
-    lse_excl = _logsumexp(z_excl)[..., agents]  # logsumexp over the agents other than m, for m in agents
+    lse_excl = logsumexp_excluding_each(z)[..., agents]  # over the agents other than m, for m in agents; O(M)
     log_new = torch.logaddexp(lse_excl.unsqueeze(-1), p * _masked_log(new)) / p  # [K, M, B]
     finite = torch.isfinite(log_n)
     ln = torch.where(finite, log_n, torch.zeros_like(log_n))

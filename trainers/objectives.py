@@ -132,6 +132,29 @@ def _logsumexp(z: Tensor) -> Tensor:
     return torch.where(keep, log_s + shift.squeeze(-1), torch.full_like(s, -math.inf))
 
 
+def logsumexp_excluding_each(z: Tensor) -> Tensor:
+    """``out[..., m] = log Σ_{j≠m} exp(z_j)`` over the last axis, in O(M) memory (no ``[M, M]`` tensor).
+
+    Each entry is had from the full ``L = logsumexp(z)``:
+    ``log Σ_{j≠m} exp(z_j) = L + log1p(-exp(z_m - L))``.  For every entry but
+    the largest, ``z_m - L <= -log 2`` (the largest entry is at least as big
+    as ``z_m``), so ``1 - exp(z_m - L) >= 1/2`` is computed without loss.  For
+    the largest entry the subtraction would cancel catastrophically when that
+    entry dominates (``L - z_max`` rounds to ``0``), so its leave-one-out sum is
+    computed directly over the other entries.  ``-inf`` entries (zero terms)
+    are allowed; a row of only ``-inf`` gives ``-inf`` everywhere, and so does
+    leaving out the only finite entry.  Computed without gradient tracking.
+    """
+    with torch.no_grad():
+        lse = _logsumexp(z).unsqueeze(-1)  # [..., 1]
+        top = z.argmax(dim=-1, keepdim=True)
+        lse_top = _logsumexp(z.scatter(-1, top, -math.inf)).unsqueeze(-1)
+        finite = torch.isfinite(lse)
+        d = z - torch.where(finite, lse, torch.zeros_like(lse))  # <= -log 2 except at the top entry
+        out = torch.where(finite, lse + torch.log1p(-torch.exp(d)), lse)
+        return out.scatter(-1, top, lse_top)
+
+
 # --------------------------------------------------------------------------- losses
 def mse_loss(pred: Tensor, target: Tensor) -> Tensor:
     """Mean squared error, averaged over every element (batch and horizon).

@@ -137,8 +137,12 @@ class HomeBatteryDP(_Batteries, AgentGroup):
                 raise ValueError(f"{self.kind}: {name} must be a multiple of unit={unit} kWh for the DP to be exact")
         self.levels = int(torch.round(self.capacity.max() / self.unit)) + 1
 
+    def bytes_per_decision(self):
+        # the DP's [M, B, K, K] float64 and bool moves over K states of charge set the shard size
+        return 24 * self.levels**2
+
     def decide(self, pred, ctx):
-        price = pred.detach().double().expand(self.num_agents, ctx["capacity"].shape[1], self.horizon)
+        price = pred.detach().double().expand(*ctx["capacity"].shape, self.horizon)  # a shard's agents
         M, B, H = price.shape
         K, u = self.levels, self.unit
         level = torch.arange(K, dtype=torch.float64)                       # state k = k * unit kWh
