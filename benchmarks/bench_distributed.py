@@ -72,8 +72,7 @@ def measure(agents: int, workers: int, batches: int, estimator: str) -> dict:
     torch.set_num_threads(1)
     os.environ["EQPM_THREADS"] = "1"
     cfg = TrainConfig(population=spec(agents), q_plus_1=20, estimator=estimator, epochs=2, max_batches=batches,
-                      batch_size=128, seed=0, val_fraction=0.0, **({"credit": "linear"} if estimator ==
-                                                                     "reinforce_weighted" else {}))
+                      batch_size=128, seed=0, val_fraction=0.0)
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     if workers == 0:
@@ -129,7 +128,7 @@ def main() -> None:
     ap.add_argument("--batches", type=int, default=4, help="batches of 128 per epoch (default 4)")
     ap.add_argument("--repeats", type=int, default=3, help="round-robin repeats per point (default 3)")
     ap.add_argument("--estimator", choices=("reinforce_weighted", "eq_ppo"), default="reinforce_weighted",
-                    help="update rule (reinforce_weighted with the linear credit, whose cost is linear in agents)")
+                    help="update rule (default reinforce_weighted, with its default difference credit)")
     ap.add_argument("--csv", type=Path, default=RESULTS / "distributed.csv")
     ap.add_argument("--child", nargs=2, type=int, metavar=("AGENTS", "WORKERS"), help=argparse.SUPPRESS)
     args = ap.parse_args()

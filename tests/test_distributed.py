@@ -75,6 +75,9 @@ def test_shards_score_their_agents_as_the_whole_population(population: str, layo
     assert [p.num_agents for p in parts] == [r.stop - r.start for r in ranges]
     got = torch.cat([p.regret(per_agent[r], idx) for p, r in zip(parts, ranges)])
     assert torch.equal(got, whole.regret)  # bit for bit
+    # a view is itself evaluated in memory-budget shards (a few agents each here): the same numbers
+    tiny = torch.cat([p.regret(per_agent[r], idx, memory_budget=4096) for p, r in zip(parts, ranges)])
+    assert torch.equal(tiny, whole.regret)
     for p, r in zip(parts, ranges):
         assert p.agent_names == pop.agent_names[r]
         assert torch.equal(p.agent_weights, pop.agent_weights[r])
