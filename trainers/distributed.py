@@ -75,33 +75,23 @@ from torch.nn.parallel import DistributedDataParallel
 from eq_envs.agent_shards import check_shardable, population_shard, shard_ranges
 from eq_envs.population import Population
 from trainers.config import ConfigError, TrainConfig
-from trainers.errors import DivergenceError
 from trainers.networks import build_public_model
-from trainers.rollout import collect_rollout
 from trainers.rundir import RunDirLock, check_run_dir
 from trainers.selection import Selector
 from trainers.training import (
     TrainResult,
-    _anneal_scale,
-    _atomic_save,
     _build_model,
-    _checkpoint,
-    _divergence_message,
     _EpochAccumulator,
+    _EpochLoop,
     _finish,
-    _log_row,
     _make_selector,
     _open_checkpoint,
-    _policy_std,
     _record_config,
     _restore,
     _set_threads,
-    _validate_epoch,
-    _write_csv,
     build_update_rule,
-    population_regret_fn,
 )
-from trainers.updates import NonFiniteError, UpdateRule
+from trainers.updates import UpdateRule
 from trainers.updates.base import AgentShard
 
 log = logging.getLogger("trainers")
@@ -374,68 +364,37 @@ def train_worker(cfg: TrainConfig, run_dir: str | Path | None, *, resume: bool =
     if rank == 0 and out is not None and tensorboard:
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch)
-    steps = pop.num_steps
-    num_batches = (steps + cfg.batch_size - 1) // cfg.batch_size
-    if cfg.max_batches is not None:
-        num_batches = min(num_batches, cfg.max_batches)
-    weights = pop.agent_weights if any(w != 1.0 for w in pop.weights) else None
-    totals = {k: float(history[-1].get(k, 0)) if history else 0.0 for k in ("positions", "decisions", "grad_steps")}
+    loop = _EpochLoop(cfg, pop, rule, model, opt, sched, gen, scale_start, selector, val_pop, out, writer, history,
+                      saved_epoch, stopped_early)
+
+    def noise(batch: int) -> Tensor | None:
+        return _noise(rule.rollout_samples, M, batch, H, gen, agents)
 
     def end_epoch(epoch: int, acc: _EpochAccumulator, lr: float, seconds: float) -> tuple[int | None, int | None]:
         """Rank 0: the epoch's row, validation, logs and checkpoint; returns (stopped_early, saved_epoch)."""
-        nonlocal stopped_early, saved_epoch
-        for k in totals:
-            totals[k] += getattr(acc, k)
-        row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": seconds, "batches": num_batches, **totals}
-        row["policy_std"] = _policy_std(model)
-        if _validate_epoch(cfg, epoch, row, val_pop, selector, model):
-            stopped_early = epoch
-        history.append(row)
-        _log_row(writer, row, epoch)
+        row = loop.close(epoch, acc, lr, seconds)
         if progress:
             print(f"epoch {epoch}/{cfg.epochs}: loss {row['loss']:.4g}, mean_regret {row['mean_regret']:.4g}, "
                   f"{seconds:.1f} s ({world} workers)", file=sys.stderr, flush=True)
-        if out is not None:
-            _write_csv(out / "metrics.csv", history)
-            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopped_early is not None:
-                _atomic_save(_checkpoint(cfg, epoch, model, opt, sched, gen, rule, selector, stopped_early, history),
-                             out / "checkpoint.pt")
-                saved_epoch = epoch
-        return stopped_early, saved_epoch
+        return loop.stopped_early, loop.saved_epoch
 
     for epoch in range(start_epoch, cfg.epochs + 1):
-        if stopped_early is not None:  # a resumed run that patience had already stopped
+        if loop.stopped_early is not None:  # a resumed run that patience had already stopped
             break
         t0 = time.perf_counter()
-        model.train()
         lr = opt.param_groups[0]["lr"]
-        perm = torch.randperm(steps, generator=gen)
-        acc = _EpochAccumulator(pop.num_agents)
-        for b in range(num_batches):
-            if scale_start is not None:
-                _anneal_scale(cfg, model, scale_start, (epoch - 1) * num_batches + b, cfg.epochs * num_batches)
-            index = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = pop.observation(index), pop.truth(index).float()
-            noise = _noise(rule.rollout_samples, M, int(index.numel()), H, gen, agents)
-            rollout = collect_rollout(policy, x, population_regret_fn(pop, index), num_agents=pop.num_agents,
-                                      num_samples=rule.rollout_samples, y_true=y, generator=gen,
-                                      deterministic_regret=True, agent_weights=weights, noise=noise)
-            try:
-                stats = rule.update(policy, opt, rollout, generator=gen)
-            except NonFiniteError as exc:
-                raise DivergenceError(_divergence_message(cfg, rule, epoch, b, num_batches, exc,
-                                                          saved_epoch if out is not None else -1)) from None
-            acc.add(rollout, stats)
-        sched.step()
-        _reduce_epoch(acc, shard)
+        acc = loop.batches(epoch, policy, noise)
+        _reduce_epoch(acc, shard)  # the sums over this worker's agents -> over all agents
         seconds = time.perf_counter() - t0
-        stopped_early, saved_epoch = _from_rank0(lambda: end_epoch(epoch, acc, lr, seconds))  # noqa: B023
-        if stopped_early is not None or (stop_after_epoch is not None and epoch >= stop_after_epoch):
+        # rank 0 records the epoch; every rank learns whether patience stopped the run and the checkpoint's epoch
+        loop.stopped_early, loop.saved_epoch = _from_rank0(lambda: end_epoch(epoch, acc, lr, seconds))  # noqa: B023
+        if loop.stopped_early is not None or (stop_after_epoch is not None and epoch >= stop_after_epoch):
             break
 
     if writer is not None:
         writer.close()
     if rank != 0:
         return None
-    selected = _finish(cfg, model, selector, history, stopped_early, out)
-    return {"model": model.state_dict(), "history": history, "selected_epoch": selected, "stopped_early": stopped_early}
+    selected = _finish(cfg, model, selector, history, loop.stopped_early, out)
+    return {"model": model.state_dict(), "history": history, "selected_epoch": selected,
+            "stopped_early": loop.stopped_early}

@@ -38,6 +38,7 @@ import logging
 import math
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -321,61 +322,26 @@ def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, re
         from torch.utils.tensorboard import SummaryWriter
         writer = SummaryWriter(str(out / "tb"), purge_step=start_epoch)
 
-    steps = pop.num_steps
-    num_batches = (steps + cfg.batch_size - 1) // cfg.batch_size
-    if cfg.max_batches is not None:
-        num_batches = min(num_batches, cfg.max_batches)
-    weights = pop.agent_weights if any(w != 1.0 for w in pop.weights) else None
-    totals = {k: float(history[-1].get(k, 0)) if history else 0.0 for k in ("positions", "decisions", "grad_steps")}
+    loop = _EpochLoop(cfg, pop, rule, model, opt, sched, gen, scale_start, selector, val_pop, out, writer, history,
+                      saved_epoch, stopped_early)
     bar = None
     if progress:
         from tqdm.auto import tqdm
         bar = tqdm(total=cfg.epochs, initial=start_epoch - 1, desc=f"{cfg.objective} {pop.name}", unit="epoch")
 
     for epoch in range(start_epoch, cfg.epochs + 1):
-        if stopped_early is not None:  # a resumed run that patience had already stopped
+        if loop.stopped_early is not None:  # a resumed run that patience had already stopped
             break
         t0 = time.perf_counter()
-        model.train()
         lr = opt.param_groups[0]["lr"]  # the rate used during this epoch (StepLR steps after it)
-        perm = torch.randperm(steps, generator=gen)
-        acc = _EpochAccumulator(pop.num_agents)
-        for b in range(num_batches):
-            if scale_start is not None:
-                _anneal_scale(cfg, model, scale_start, (epoch - 1) * num_batches + b, cfg.epochs * num_batches)
-            index = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            x, y = pop.observation(index), pop.truth(index).float()
-            rollout = collect_rollout(model, x, population_regret_fn(pop, index), num_agents=pop.num_agents,
-                                      num_samples=rule.rollout_samples, y_true=y, generator=gen,
-                                      deterministic_regret=True, agent_weights=weights)
-            try:
-                stats = rule.update(model, opt, rollout, generator=gen)
-            except NonFiniteError as exc:
-                raise DivergenceError(_divergence_message(cfg, rule, epoch, b, num_batches, exc,
-                                                          saved_epoch if out is not None else -1)) from None
-            acc.add(rollout, stats)
-        sched.step()
-        totals["positions"] += acc.positions
-        totals["decisions"] += acc.decisions
-        totals["grad_steps"] += acc.grad_steps
-        row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": time.perf_counter() - t0,
-               "batches": num_batches, **totals}
-        row["policy_std"] = _policy_std(model)
-        if _validate_epoch(cfg, epoch, row, val_pop, selector, model):
-            stopped_early = epoch
-        history.append(row)
-        _log_row(writer, row, epoch)
+        acc = loop.batches(epoch, model)
+        row = loop.close(epoch, acc, lr, time.perf_counter() - t0)
         if bar is not None:
             bar.update(1)
             bar.set_postfix(loss=f"{row['loss']:.4g}", regret=f"{row['mean_regret']:.4g}")
-        if out is not None:
-            _write_csv(out / "metrics.csv", history)
-            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or stopped_early is not None:
-                _atomic_save(_checkpoint(cfg, epoch, model, opt, sched, gen, rule, selector, stopped_early, history),
-                             ckpt_path)
-                saved_epoch = epoch
-        if stopped_early is not None or (stop_after_epoch is not None and epoch >= stop_after_epoch):
+        if loop.stopped_early is not None or (stop_after_epoch is not None and epoch >= stop_after_epoch):
             break
+    stopped_early = loop.stopped_early
 
     if bar is not None:
         bar.close()
@@ -426,6 +392,77 @@ class _EpochAccumulator:
         out["mean_regret"] = float(per_agent.mean())
         out["max_agent_regret"] = float(per_agent.max())
         return out
+
+
+class _EpochLoop:
+    """A run's epochs: the batch loop and each epoch's record, as :func:`train` runs them.
+
+    Shared with the data-parallel workers (:func:`trainers.distributed.train_worker`),
+    which pass their DDP-wrapped model as the policy and their agents' slice of
+    the noise; ``stopped_early`` and ``saved_epoch`` are the run's state that
+    :meth:`close` updates (``saved_epoch``: the checkpoint's epoch, named by a
+    divergence message).
+    """
+
+    def __init__(self, cfg: TrainConfig, pop: Population, rule: UpdateRule, model: PublicModel,
+                 opt: torch.optim.Optimizer, sched: Any, gen: torch.Generator, scale_start: float | None,
+                 selector: Selector, val_pop: Population | None, out: Path | None, writer: Any,
+                 history: list[dict[str, float]], saved_epoch: int | None, stopped_early: int | None) -> None:
+        self.cfg, self.pop, self.rule, self.model, self.opt, self.sched, self.gen = cfg, pop, rule, model, opt, sched, gen
+        self.scale_start, self.selector, self.val_pop, self.out, self.writer = scale_start, selector, val_pop, out, writer
+        self.history, self.saved_epoch, self.stopped_early = history, saved_epoch, stopped_early
+        self.num_batches = (pop.num_steps + cfg.batch_size - 1) // cfg.batch_size
+        if cfg.max_batches is not None:
+            self.num_batches = min(self.num_batches, cfg.max_batches)
+        self.weights = pop.agent_weights if any(w != 1.0 for w in pop.weights) else None
+        self.totals = {k: float(history[-1].get(k, 0)) if history else 0.0
+                       for k in ("positions", "decisions", "grad_steps")}
+
+    def batches(self, epoch: int, policy: Any, noise: Callable[[int], Tensor | None] | None = None) -> _EpochAccumulator:
+        """Train the epoch's batches with ``policy`` (the model, or a worker's DDP wrapper of it); the
+        scheduler steps after them.  ``noise(B)``: a batch's sampling noise (``None``: the collector draws it)."""
+        cfg, pop, rule, gen, nb = self.cfg, self.pop, self.rule, self.gen, self.num_batches
+        self.model.train()
+        perm = torch.randperm(pop.num_steps, generator=gen)
+        acc = _EpochAccumulator(pop.num_agents)
+        for b in range(nb):
+            if self.scale_start is not None:
+                _anneal_scale(cfg, self.model, self.scale_start, (epoch - 1) * nb + b, cfg.epochs * nb)
+            index = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
+            x, y = pop.observation(index), pop.truth(index).float()
+            eps = None if noise is None else noise(int(index.numel()))
+            rollout = collect_rollout(policy, x, population_regret_fn(pop, index), num_agents=pop.num_agents,
+                                      num_samples=rule.rollout_samples, y_true=y, generator=gen,
+                                      deterministic_regret=True, agent_weights=self.weights, noise=eps)
+            try:
+                stats = rule.update(policy, self.opt, rollout, generator=gen)
+            except NonFiniteError as exc:
+                raise DivergenceError(_divergence_message(cfg, rule, epoch, b, nb, exc, self.saved_epoch
+                                                          if self.out is not None else -1)) from None
+            acc.add(rollout, stats)
+        self.sched.step()
+        return acc
+
+    def close(self, epoch: int, acc: _EpochAccumulator, lr: float, seconds: float) -> dict[str, float]:
+        """The epoch's row (returned and kept in the history): validation when due, TensorBoard,
+        ``metrics.csv`` and the checkpoint when due."""
+        cfg = self.cfg
+        for k in self.totals:
+            self.totals[k] += getattr(acc, k)
+        row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": seconds, "batches": self.num_batches,
+               **self.totals}
+        row["policy_std"] = _policy_std(self.model)
+        if _validate_epoch(cfg, epoch, row, self.val_pop, self.selector, self.model):
+            self.stopped_early = epoch
+        self.history.append(row)
+        _log_row(self.writer, row, epoch)
+        if self.out is not None:
+            _write_csv(self.out / "metrics.csv", self.history)
+            if epoch % cfg.checkpoint_every == 0 or epoch == cfg.epochs or self.stopped_early is not None:
+                _atomic_save(_checkpoint(cfg, epoch, self.model, self.opt, self.sched, self.gen, self.rule,
+                                         self.selector, self.stopped_early, self.history), self.out / "checkpoint.pt")
+                self.saved_epoch = epoch
+        return row
 
 
 def build_update_rule(cfg: TrainConfig, pop: Population) -> UpdateRule:
