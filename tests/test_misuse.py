@@ -151,6 +151,10 @@ def test_lock_is_exclusive_within_one_process_and_released_on_errors(tmp_path) -
     (["--objective", "mse", "--estimator", "pathwise"], "estimator='pathwise' does not apply to objective='mse'"),
     (["--lr", "nan"], "lr=nan is not accepted"),
     (["--epochs", "0"], "epochs=0 is not accepted"),
+    (["--workers", "0"], "--workers 0 is not accepted; accepted: an integer >= 1"),
+    (["--cpus-per-worker", "2"], "--cpus-per-worker applies with --workers N > 1 or --address only"),
+    (["--workers", "2", "--objective", "mse"], "update rule 'mse' (objective='mse', the Plain PM: no per-agent work "
+                                               "to split) cannot be trained over agent shards (workers=2); accepted:"),
 ])
 def test_invalid_or_inapplicable_settings_fail_before_anything_is_written(tmp_path, capsys, argv, match) -> None:
     _fails(["train", *TINY, *argv, "--run-dir", str(tmp_path / "run")], capsys, match=match)

@@ -342,10 +342,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     run_dir = Path(args.run_dir)
     if args.no_resume and args.run_dir.strip() and (run_dir / "checkpoint.pt").exists():
         raise CLIError(f"{run_dir / 'checkpoint.pt'} exists and --no-resume was given; choose another --run-dir")
+    for flag, value in (("--workers", args.workers), ("--cpus-per-worker", args.cpus_per_worker)):
+        if value < 1:
+            raise CLIError(f"{flag} {value} is not accepted; accepted: an integer >= 1")
+    if args.workers == 1 and args.address is None and args.cpus_per_worker != 1:
+        raise CLIError("--cpus-per-worker applies with --workers N > 1 or --address only")
     try:
         if args.workers == 1 and args.address is None:
-            if args.cpus_per_worker != 1:
-                raise CLIError("--cpus-per-worker applies with --workers N > 1 or --address only")
             res = train(cfg, args.run_dir, resume=not args.no_resume, progress=True)
         else:
             res = train_distributed(cfg, args.run_dir, workers=args.workers, address=args.address,
