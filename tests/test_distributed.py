@@ -4,9 +4,9 @@ Tolerances: the workers sum the same per-agent terms as one process, in another
 order (each worker sums its agents, then gloo sums the workers), so the numbers
 agree up to floating-point rounding that a few optimizer steps carry forward:
 every parameter within ``rtol=1e-4, atol=1e-5`` and every per-epoch metric
-within a relative ``1e-5`` (measured: parameters within 3e-6, metrics within
-3e-7 relative).  The models are an MLP or the data centers' LSTM: in the
-Transformer, the attention's key biases have an exactly zero gradient (softmax
+within a relative ``1e-5`` (measured on the cases below: parameters within
+2.4e-6, metrics within 1.3e-6 relative, the largest for ``eq_ppo``).  The
+models are an MLP or the data centers' LSTM: in the Transformer, the attention's key biases have an exactly zero gradient (softmax
 does not see them), so Adam turns rounding noise into full-size steps of either
 sign there, in any two runs that round differently (docs/trainer.md).
 """
@@ -178,11 +178,12 @@ def _run_gloo(jobs: list, world: int = 2) -> list:
 
 def test_gloo_workers_match_one_process_for_every_shardable_rule(tmp_path: Path) -> None:
     """eq_ppo (several groups with weights, shards across a group boundary, target-KL stop), pathwise with the MSE
-    term, the chunked layout with the MSE term and linear credit, the paper's estimator, and resumed runs."""
+    term and in the power form (its weights p·C̄^q), the chunked layout with the MSE term and linear credit, the paper's estimator, and resumed runs."""
     cases = {
         "eq_ppo mixed": TrainConfig(population="mixed", q_plus_1=3, estimator="eq_ppo", num_samples=2, model=MLP,
                                     update={"epochs": 2, "minibatches": 2, "target_kl": 0.05}, **SMALL),
         "pathwise dc beta": TrainConfig(population="dc-different-different-lambda", q_plus_1=3, beta=0.3, **SMALL),
+        "pathwise power": TrainConfig(population="dc-different-different-lambda", q_plus_1=3, form="power", **SMALL),
         "chunked beta linear": TrainConfig(population="ev-similar", layout="chunked", q_plus_1=2, beta=0.2,
                                            credit="linear", model=MLP, **SMALL),
         "reinforce_paper": TrainConfig(population="phone", q_plus_1=2, estimator="reinforce_paper", model=MLP,

@@ -357,7 +357,9 @@ def train_worker(cfg: TrainConfig, run_dir: str | Path | None, *, resume: bool =
         history, saved_epoch, stopped_early = _restore(ck, model, opt, sched, gen, rule, selector)
         start_epoch = saved_epoch + 1
     del ck
-    policy = _Policy(DistributedDataParallel(model, broadcast_buffers=False))
+    # every rank builds the same model from the seed (and restores the same checkpoint): DDP checks and syncs it
+    # once at start; buffers need no sync before each forward
+    policy = _Policy(DistributedDataParallel(model, forward_sync_buffers=False))
     policy.ddp.register_comm_hook(None, _sum_hook)
 
     writer = None
