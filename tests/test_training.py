@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 
+import pandas as pd
 import pytest
 import torch
 
@@ -142,8 +143,26 @@ def test_cli_layout_split_form_credit_flags_reach_the_run_and_evaluate_reads_the
 
 
 def test_cli_compare_trains_and_scores_in_the_given_layout(tmp_path, capsys) -> None:
-    assert main(["compare", "--population", "phone", "--layout", "chunked", "--q-values", "1", "--epochs", "1",
-                 "--max-batches", "1", "--batch-size", "8", "--out-dir", str(tmp_path)]) == 0
-    for run in ("Plain_PM_seed0", "Equitable_PM_qp11_seed0"):
-        assert json.loads((tmp_path / run / "config.json").read_text())["layout"] == "chunked"
-    assert "chunked layout, time split" in capsys.readouterr().out
+    assert main(["compare", "--population", "phone", "--layout", "chunked", "--q-values", "3", "--epochs", "1",
+                 "--fine-tune-epochs", "1", "--max-batches", "1", "--batch-size", "8", "--seeds", "0",
+                 "--out-dir", str(tmp_path)]) == 0
+    configs = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("*/*/config.json"))]
+    assert len(configs) == 3 and {c["layout"] for c in configs} == {"chunked"}
+    # the Utilitarian (q+1 = 1) and Equitable PMs are fine-tuned from the Plain PM's model.pt
+    plain = next(p for p in (tmp_path / "runs").glob("*/plain-*"))
+    assert sorted(c["init_from"] for c in configs if c["objective"] == "equitable") == [str(plain / "model.pt")] * 2
+    out = capsys.readouterr().out
+    assert "chunked layout, time split" in out
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["method"]) == ["Plain PM", "Utilitarian PM", "Equitable PM"]
+
+
+def test_cli_compare_refuses_what_it_cannot_honour(tmp_path, capsys) -> None:
+    for extra, words in ((["--q-plus-1", "3"], "--q-values"), (["--val-fraction", "0"], "validation"),
+                         (["--init-from", "x.pt"], "its own Plain PM")):
+        with pytest.raises(SystemExit) as exc:
+            main(["compare", "--population", "phone", *extra, "--out-dir", str(tmp_path / "c")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()

@@ -267,17 +267,20 @@ def _equitable(study: str, setting: str, population: str | dict[str, Any], seed:
 
 
 def _setting(study: str, label: str, population: str | dict[str, Any], seeds, quick: bool,
-             exponents: tuple[float, ...], betas: tuple[float, ...] = (0.0,), **kw: Any):
-    """Per seed: the Plain PM, then the Utilitarian PM (q+1 = 1, added where the paper's grid lacks it) and the
+             exponents: tuple[float, ...], betas: tuple[float, ...] = (0.0,),
+             estimator_kw: dict[str, Any] | None = None, **kw: Any):
+    """Per seed: the Plain PM, then the Utilitarian PM (q+1 = 1, added where the grid lacks it) and the
     Equitable PMs at ``exponents`` x ``betas``, each fine-tuned from that Plain PM."""
     for s in seeds:
         plain = _plain(study, label, population, s, quick, **kw)
         yield plain
         if 1.0 not in exponents:
-            yield _equitable(study, label, population, s, quick, 1.0, init=plain, paper_grid=False, **kw)
+            yield _equitable(study, label, population, s, quick, 1.0, estimator_kw=estimator_kw, init=plain,
+                             paper_grid=False, **kw)
         for e in exponents:
             for b in betas:
-                yield _equitable(study, label, population, s, quick, e, beta=b, init=plain, **kw)
+                yield _equitable(study, label, population, s, quick, e, beta=b, estimator_kw=estimator_kw,
+                                 init=plain, **kw)
 
 
 def _table1(seeds, quick, region="CISO", study="table1", **kw):
@@ -327,8 +330,8 @@ _BUILDERS: dict[str, Callable[..., Any]] = {
 def population_study_specs(spec: dict[str, Any], seeds: tuple[int, ...] | list[int] = DEFAULT_SEEDS,
                            quick: bool = False, q_values: tuple[float, ...] = (1.0, 3.0),
                            protocol: str = "time") -> list[RunSpec]:
-    """Plain PM and Equitable PMs at ``q_values`` x ``seeds`` on a population spec (``--population-file``),
-    in the spec's layout, split by ``protocol``.
+    """Plain PM, Utilitarian PM (q+1 = 1, always) and Equitable PMs at ``q_values`` x ``seeds`` on a population
+    spec (``--population-file``), in the spec's layout, split by ``protocol``.
 
     Settings as the studies' slot populations (lr 3e-3, batch 64, 25 batches an epoch; the Utilitarian and
     Equitable PMs fine-tuned from the Plain PM); the estimator is pathwise when every agent's regret is
@@ -341,13 +344,8 @@ def population_study_specs(spec: dict[str, Any], seeds: tuple[int, ...] | list[i
     pop = build_population_from_spec(spec, "train")  # also checks every data file before any run starts
     est = {} if pop.differentiable else WEIGHTED
     study, setting = f"population-{spec['name']}", spec["name"]
-    out = []
-    for s in seeds:
-        plain = _plain(study, setting, spec, s, quick, protocol=protocol)
-        out.append(plain)
-        out.extend(_equitable(study, setting, spec, s, quick, e, estimator_kw=est, init=plain, protocol=protocol)
-                   for e in q_values)
-    return out
+    return list(_setting(study, setting, spec, tuple(seeds), quick, tuple(q_values), estimator_kw=est,
+                         protocol=protocol))
 
 
 #: TrainConfig settings that belong to the update rule: a compare run gives them to the fine-tunes only.
