@@ -166,3 +166,21 @@ def test_cli_compare_refuses_what_it_cannot_honour(tmp_path, capsys) -> None:
         err = capsys.readouterr().err
         assert words in err and err.count("\n") == 1
     assert not (tmp_path / "c").exists()
+
+
+def test_metrics_log_the_epochs_learning_rate_and_comparable_raw_regrets() -> None:
+    """Issue 10's reporting fixes: ``lr`` is the rate used in the epoch (before StepLR steps), and ``mean_regret``
+    is the raw regret of the deterministic prediction for every objective (the mixed population weights its
+    data centers 10x in the objective, not in the log)."""
+    small = {"backbone": "mlp", "backbone_kwargs": {"hidden": [8]}}
+    common = dict(population="mixed", epochs=3, max_batches=1, batch_size=16, step_size=1, lr_gamma=0.5,
+                  val_fraction=0.0, model=small)
+    plain = train(TrainConfig(objective="mse", lr=1e-3, **common))
+    assert [h["lr"] for h in plain.history] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    # at a vanishing learning rate both objectives see the same model: their logged regrets must agree
+    tiny = dict(common, lr=1e-12, epochs=1)
+    rows = [train(TrainConfig(objective=o, q_plus_1=3 if o == "equitable" else None, num_samples=2,
+                              baseline="loo" if o == "equitable" else None, **tiny)).history[0]
+            for o in ("mse", "equitable")]
+    assert rows[0]["mean_regret"] == pytest.approx(rows[1]["mean_regret"], rel=1e-6)
+    assert rows[0]["max_agent_regret"] == pytest.approx(rows[1]["max_agent_regret"], rel=1e-6)

@@ -196,8 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true",
                    help=f"smoke-size runs ({QUICK['epochs']} epochs of at most {QUICK['max_batches']} batches, seed 0)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
-    r.add_argument("--layout", choices=LAYOUTS, default=STUDY_LAYOUT,
-                   help=f"time layout of every run (default {STUDY_LAYOUT}, the paper's; 'chunked': the variant)")
+    r.add_argument("--layout", choices=LAYOUTS,
+                   help=f"time layout of every run (default {STUDY_LAYOUT}, the paper's; 'chunked': the variant; "
+                        "a population file sets its own)")
     r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, nargs="+", default=list(SPLIT_PROTOCOLS),
                    dest="protocol", help="'time' (held-out months after the training months) and/or the paper's "
                                          "'random' per-agent partition (App. A.3.1); default: both")
@@ -308,7 +309,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The TrainConfig settings the command line (and --config) gives, validated, without defaults filled in."""
     cfg = _config_from_args(args)  # validates every flag before anything is written
-    data: dict[str, Any] = TrainConfig.from_json(args.config).to_dict() if getattr(args, "config", None) else {}
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        data = TrainConfig.from_json(args.config).to_dict()
+        if data.get("init_from"):
+            raise CLIError(f"--config {args.config}: init_from does not apply to compare, which fine-tunes from its "
+                           "own Plain PM")
+        defaults = TrainConfig().to_dict()  # a setting left at its default is not given: the studies' budget applies
+        data = {k: v for k, v in data.items() if v != defaults[k] and k not in ("objective", "q", "seed")}
     data["population"] = cfg.population
     for key in ("region", "preset", "estimator", "baseline", "num_samples", "epochs", "batch_size", "lr",
                 "max_batches", "checkpoint_every", "scale", "scale_final", "credit", "form", "beta", "layout",
@@ -378,6 +386,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise CLIError(f"no study given; accepted: {', '.join(STUDY_NAMES)}, all, or --population-file FILE")
     if spec is None and args.q_values:
         raise CLIError("--q-values applies to --population-file only")
+    if spec is not None and args.layout is not None:
+        raise CLIError("--layout does not apply to --population-file; accepted: set 'layout' in the file")
     names = list(STUDY_NAMES) if "all" in args.studies else list(dict.fromkeys(args.studies))
     for n in names:
         if n not in STUDY_NAMES:
@@ -397,7 +407,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             spec, seeds, quick=args.quick, q_values=tuple(args.q_values or (1.0, 3.0)), protocol=p)]}
     else:
         specs = {n: [s for p in dict.fromkeys(args.protocol)
-                     for s in study_specs(n, seeds, quick=args.quick, layout=args.layout, protocol=p)] for n in names}
+                     for s in study_specs(n, seeds, quick=args.quick, layout=args.layout or STUDY_LAYOUT,
+                                             protocol=p)] for n in names}
     t0 = time.perf_counter()
     if not args.report_only:
         run_grid([s for v in specs.values() for s in v], out, backend=args.backend, address=args.address,
