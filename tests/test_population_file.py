@@ -260,8 +260,8 @@ def test_reproduce_grid_on_a_population_file(user_dir, capsys) -> None:
                  "--backend", "sequential", "--out", str(out)]) == 0
     per_run = pd.read_csv(out / "population-shifters" / "per_run.csv")
     assert set(per_run["setting"]) == {"shifters"} and set(per_run["protocol"]) == {"time", "random"}
-    for _, g in per_run.groupby("protocol"):  # the Plain PM, the Utilitarian PM and q+1 = 2 fine-tuned from it
-        assert sorted(g["q_plus_1"].fillna(0)) == [0.0, 1.0, 2.0]
+    for _, g in per_run.groupby("protocol"):  # the Plain PM; the Utilitarian PM and q+1 = 2, fine-tuned and scratch
+        assert sorted(g["q_plus_1"].fillna(0)) == [0.0, 1.0, 1.0, 2.0, 2.0]
     with pytest.raises(SystemExit):
         main(["reproduce", "table1", "--population-file", str(user_dir / "pop.toml")])
     assert "give no study names" in capsys.readouterr().err

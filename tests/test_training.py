@@ -147,10 +147,11 @@ def test_cli_compare_trains_and_scores_in_the_given_layout(tmp_path, capsys) -> 
                  "--fine-tune-epochs", "1", "--max-batches", "1", "--batch-size", "8", "--seeds", "0",
                  "--out-dir", str(tmp_path)]) == 0
     configs = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("*/*/config.json"))]
-    assert len(configs) == 3 and {c["layout"] for c in configs} == {"chunked"}
-    # the Utilitarian (q+1 = 1) and Equitable PMs are fine-tuned from the Plain PM's model.pt
+    assert len(configs) == 5 and {c["layout"] for c in configs} == {"chunked"}
+    # the Utilitarian (q+1 = 1) and Equitable PMs are fine-tuned from the Plain PM's model.pt, and trained from scratch
     plain = next(p for p in (tmp_path / "runs").glob("*/plain-*"))
-    assert sorted(c["init_from"] for c in configs if c["objective"] == "equitable") == [str(plain / "model.pt")] * 2
+    assert sorted(str(c["init_from"]) for c in configs if c["objective"] == "equitable") == \
+        ["None", "None", str(plain / "model.pt"), str(plain / "model.pt")]
     out = capsys.readouterr().out
     assert "chunked layout, time split" in out
     summary = pd.read_csv(tmp_path / "summary.csv")

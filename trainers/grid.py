@@ -262,7 +262,8 @@ def collect(root: str | Path, specs: Sequence[RunSpec]) -> pd.DataFrame:
     """One row per finished run of ``specs`` (study labels from the specs, numbers from the run directories).
 
     Columns: study, setting, method, q_plus_1, beta, estimator, seed, protocol,
-    paper_grid, lr, run_id, init_run, selected_epoch, the per-step test metrics,
+    paper_grid, lr, run_id, init_run, recipe (``fine-tune`` from another run of the grid, or ``scratch``),
+    selected_epoch, the per-step test metrics,
     the mean-forecast metrics prefixed ``mf_``, the training- and validation-split
     metrics prefixed ``train_`` and ``val_`` (when recorded), samples, train_seconds.
     Unfinished runs are left out (and counted in ``attrs['missing']``).
@@ -278,7 +279,8 @@ def collect(root: str | Path, specs: Sequence[RunSpec]) -> pd.DataFrame:
                                "q_plus_1": s.q_plus_1 if s.q_plus_1 is not None else np.nan, "beta": s.beta,
                                "estimator": s.estimator, "seed": s.seed, "protocol": s.protocol,
                                "paper_grid": s.paper_grid, "lr": s.config.get("lr"), "run_id": s.run_id,
-                               "init_run": s.init_run, "selected_epoch": rec.get("selected_epoch"),
+                               "init_run": s.init_run, "recipe": "fine-tune" if s.init_run else "scratch",
+                               "selected_epoch": rec.get("selected_epoch"),
                                "samples": rec["samples"], "train_seconds": rec["train_seconds"]}
         row.update({k: v for k, v in rec["test"].items()})
         row.update({f"mf_{k}": v for k, v in rec["test_mean_forecast"].items()})

@@ -48,7 +48,7 @@ def _candidate(row: pd.Series, method: str, start: bool = False) -> dict[str, An
     """One selected row: which run (or the starting point), its configuration and its held-out metrics."""
     return {"study": row["study"], "setting": row["setting"], "protocol": row["protocol"], "method": method,
             "seed": int(row["seed"]), **{k: float(row[k]) for k in _HELD_OUT},
-            "run_id": row["run_id"], "start": start,
+            "run_id": row["run_id"], "start": start, "recipe": "start" if start else row.get("recipe"),
             "q_plus_1": np.nan if start or method == "Plain PM" else float(row["q_plus_1"]),
             "beta": 0.0 if start else float(row["beta"]), "lr": row.get("lr"),
             "epoch": 0 if start else row.get("selected_epoch"),
@@ -62,7 +62,7 @@ def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD) -> list[dict[str
         return []
     p = plain.iloc[0]
     eq = group[group["method"] == "Equitable PM"]
-    fine_tuned = eq["init_run"].eq(p["run_id"]).all() if len(eq) else False
+    fine_tuned = bool(eq["init_run"].eq(p["run_id"]).any()) if len(eq) else False
     out = [_candidate(p, "Plain PM")]
 
     def options(cands: pd.DataFrame, method: str, with_start: bool) -> list[dict[str, Any]]:
@@ -171,14 +171,16 @@ def accuracy_metric(runs: pd.DataFrame) -> str:
 
 def _config_label(r: pd.Series) -> str:
     lab = f"q+1={r['q_plus_1']:g}"
-    return lab + (f", β={r['beta']:g}" if r["beta"] > 0 else "")
+    lab += f", β={r['beta']:g}" if r["beta"] > 0 else ""
+    return lab + (", scratch" if r.get("recipe") == "scratch" else "")
 
 
 def plot_pareto(runs: pd.DataFrame, selected: pd.DataFrame, path: str | Path, title: str) -> None:
     """Held-out accuracy (MSE or mean regret) against worst agent and against variance, one row per setting.
 
-    Points are means over seeds: every Equitable configuration (its validation-selected epoch), the Plain PM
-    (square), the Utilitarian PM q+1 = 1 (triangle) and the validation-selected Equitable PM (star).
+    Points are means over seeds: every Equitable configuration (its validation-selected epoch; "scratch" marks
+    the runs not fine-tuned from the Plain PM), the Plain PM (square), the q+1 = 1 runs (triangles, open from
+    scratch) and the validation-selected Equitable PM (star).
     """
     import matplotlib
     matplotlib.use("Agg")
@@ -189,14 +191,16 @@ def plot_pareto(runs: pd.DataFrame, selected: pd.DataFrame, path: str | Path, ti
     for row, setting in zip(axes, settings):
         g = runs[runs["setting"] == setting]
         acc = accuracy_metric(g)
-        means = g.groupby(["method", "q_plus_1", "beta"], dropna=False)[["variance", "worst", acc]].mean().reset_index()
+        means = g.groupby(["method", "q_plus_1", "beta", "recipe"], dropna=False)[["variance", "worst", acc]] \
+            .mean().reset_index()
         sel = selected[(selected["setting"] == setting) & (selected["method"] == "Equitable PM")]
         for ax, metric in zip(row, ("worst", "variance")):
             for _, r in means.iterrows():
                 if r["method"] == "Plain PM":
                     ax.plot(r[metric], r[acc], "ks", ms=8, label="Plain PM")
                 elif r["q_plus_1"] == 1.0 and r["beta"] == 0.0:
-                    ax.plot(r[metric], r[acc], "^", color="C1", ms=8, label="Utilitarian PM (q+1=1)")
+                    ax.plot(r[metric], r[acc], "^", color="C1", ms=8, label="Utilitarian PM (q+1=1)",
+                            fillstyle="none" if r["recipe"] == "scratch" else "full")
                 else:
                     ax.plot(r[metric], r[acc], "o", color="C0", alpha=0.6)
                     ax.annotate(_config_label(r), (r[metric], r[acc]), fontsize=6, xytext=(3, 3),
@@ -211,7 +215,7 @@ def plot_pareto(runs: pd.DataFrame, selected: pd.DataFrame, path: str | Path, ti
             uniq = dict(zip(labels, handles))
             ax.legend(uniq.values(), uniq.keys(), fontsize=6)
     fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.35 / fig.get_figheight()))  # room for the title
     fig.savefig(path, dpi=100)
     plt.close(fig)
 

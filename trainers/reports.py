@@ -42,7 +42,7 @@ from trainers.model_selection import (
 from trainers.model_selection import fmt as _fmt
 from trainers.studies import PAPER, RunSpec
 
-KEY = ["protocol", "setting", "method", "q_plus_1", "beta", "estimator"]
+KEY = ["protocol", "setting", "method", "q_plus_1", "beta", "estimator", "recipe"]
 PROTOCOL_TITLES = {"time": "time-ordered split (held-out months after the training months)",
                    "random": "the paper's random per-agent partition (App. A.3.1)"}
 SUMMARY_METRICS = {"variance": "Variance", "mean": "Mean", "c95_c5": "C95−C5", "mse": "MSE", "worst": "Worst agent",
@@ -55,7 +55,8 @@ def _order(df: pd.DataFrame) -> pd.DataFrame:
     df = df.assign(_p=df["protocol"].map(lambda p: list(PROTOCOL_TITLES).index(p) if p in PROTOCOL_TITLES else 9),
                    _s=df["setting"].map(settings.index), _plain=(df["method"] == "Plain PM").astype(int),
                    _q=df["q_plus_1"].fillna(0.0))
-    return df.sort_values(["_p", "_s", "_plain", "_q", "beta", "estimator"]).drop(columns=["_p", "_s", "_plain", "_q"])
+    return df.sort_values(["_p", "_s", "_plain", "_q", "beta", "estimator", "recipe"]) \
+        .drop(columns=["_p", "_s", "_plain", "_q"])
 
 
 def summarize(runs: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
@@ -71,8 +72,9 @@ def summarize(runs: pd.DataFrame, prefix: str = "") -> pd.DataFrame:
 def markdown_table(summary: pd.DataFrame, prefix: str = "") -> str:
     show_est = summary.loc[summary["method"] != "Plain PM", "estimator"].nunique() > 1
     show_beta = (summary["beta"] > 0).any()
+    show_recipe = summary.loc[summary["method"] != "Plain PM", "recipe"].nunique() > 1
     head = ["Setting", "Method", "q+1"] + (["β"] if show_beta else []) + (["Estimator"] if show_est else []) \
-        + list(SUMMARY_METRICS.values()) + ["Seeds"]
+        + (["Start"] if show_recipe else []) + list(SUMMARY_METRICS.values()) + ["Seeds"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for _, r in summary.iterrows():
         cells = [r["setting"], r["method"], "-" if pd.isna(r["q_plus_1"]) else f"{r['q_plus_1']:g}"]
@@ -80,6 +82,9 @@ def markdown_table(summary: pd.DataFrame, prefix: str = "") -> str:
             cells.append("-" if r["method"] == "Plain PM" else f"{r['beta']:g}")
         if show_est:
             cells.append(r["estimator"])
+        if show_recipe:
+            cells.append("-" if r["method"] == "Plain PM" else
+                         ("Plain PM" if r["recipe"] == "fine-tune" else "scratch, lr/√(q+1)"))
         n = int(r["seeds"])
         cells += [_fmt(r[f"{prefix}{c}_mean"], r[f"{prefix}{c}_std"], n) for c in SUMMARY_METRICS]
         cells.append(str(n))
