@@ -17,10 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
@@ -51,8 +54,10 @@ from trainers.studies import (
 )
 from trainers.training import train
 
-#: The main job's population and exponents: a real, stationary trade-off on a shared input (docs/tradeoffs.md).
+#: The main job's population, grid and exponents: a real, stationary trade-off on a shared input, where the
+#: Equitable PM beat both the Plain and the Utilitarian PM on held-out months (docs/tradeoffs.md, docs/results.md).
 COMPARE_POPULATION = "ev-home-slots"
+COMPARE_REGION = "ERCO"
 COMPARE_EXPONENTS = (1.0, 5.0, 20.0)
 #: Settings that say which population (and which split of it) a run is trained and scored on.
 POPULATION_SETTINGS = ("population", "region", "preset", "layout", "protocol", "val_fraction", "split_seed")
@@ -168,11 +173,13 @@ def build_parser() -> argparse.ArgumentParser:
     c = sub.add_parser("compare", help="the main job: Plain, Utilitarian and Equitable PMs, chosen on validation, "
                                        "compared on held-out months",
                        description="Per seed: the Plain PM (MSE), then the Utilitarian PM (q+1 = 1) and Equitable PMs "
-                                   "(--q-values) fine-tuned from it at a tenth of its learning rate; every run keeps "
-                                   "its best validation epoch, and per seed the model standing for each method is "
+                                   "(--q-values) fine-tuned from it at a tenth of its learning rate (for agents that "
+                                   "rank predictions also each trained from scratch at its rate / sqrt(q+1)); every "
+                                   "run keeps its best validation epoch, and per seed the model standing for each method is "
                                    "chosen on the validation split (trainers/model_selection.py). Prints each "
                                    "method's held-out point. Defaults: the studies' budget (docs/results.md) on "
-                                   f"{COMPARE_POPULATION}, a population with a real trade-off (docs/tradeoffs.md).")
+                                   f"{COMPARE_POPULATION} ({COMPARE_REGION}), a population with a real trade-off "
+                                   "(docs/tradeoffs.md).")
     _add_train_options(c, with_objective=False)
     c.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1",
                    default=list(COMPARE_EXPONENTS),
@@ -338,10 +345,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if not qp1 >= 1:
             raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
     settings = _given_settings(args)
-    settings.setdefault("population", COMPARE_POPULATION)
     if getattr(args, "population", None) is None and getattr(args, "population_file", None) is None \
-            and not getattr(args, "config", None):
+            and not getattr(args, "config", None):  # the main job: a population with a real trade-off
         settings["population"] = COMPARE_POPULATION
+        settings.setdefault("region", COMPARE_REGION)
     try:
         specs = compare_specs(settings, args.q_values, args.seeds, fine_tune_epochs=args.fine_tune_epochs)
     except ValueError as exc:
@@ -350,8 +357,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if first.val_fraction == 0:
         raise CLIError("--val-fraction 0 is not accepted by compare, which selects every model on the validation "
                        "split; accepted: a number in (0, 0.5)")
+    threads = torch.get_num_threads()
+    if not os.environ.get("EQPM_THREADS"):  # small models: one thread is faster than two contending (measured)
+        torch.set_num_threads(1)
     t0 = time.perf_counter()
-    run_grid(specs, args.out_dir, backend="sequential", progress=True)
+    try:
+        run_grid(specs, args.out_dir, backend="sequential", progress=True)
+    finally:
+        torch.set_num_threads(threads)
     runs = collect(args.out_dir, specs)
     runs["study"] = "compare"
     runs.to_csv(args.out_dir / "per_run.csv", index=False)
@@ -361,11 +374,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     summary.to_csv(args.out_dir / "summary.csv", index=False)
     where = f"{first.region}, preset {first.preset}" if isinstance(first.population, str) else \
         f"spec {first.population.get('source', '(dict)')}"
+    scratch = any(s.method != "Plain PM" and s.init_run is None for s in specs)
     print(f"\nPopulation {first.population_name} ({where}), {first.layout} layout, {first.protocol} split, seeds "
           f"{args.seeds}; Plain PM {first.epochs} epochs, Utilitarian (q+1 = 1) and Equitable PMs (q+1 in "
           f"{', '.join(f'{q:g}' for q in args.q_values if q > 1) or 'none'}) fine-tuned from it for "
-          f"{args.fine_tune_epochs}; every model chosen on the validation split "
-          f"({time.perf_counter() - t0:.0f} s).")
+          f"{args.fine_tune_epochs} epochs" + (f" and trained from scratch at lr / sqrt(q+1) for {first.epochs}"
+                                                if scratch else "")
+          + f"; every model chosen on the validation split ({time.perf_counter() - t0:.0f} s).")
     print("Held-out (test split) per-agent regret, mean ± std over seeds:\n")
     print(selected_markdown(selected))
     verdicts = target_claims(selected)

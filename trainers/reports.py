@@ -341,7 +341,7 @@ def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
         r = runs[runs["protocol"] == protocol]
         sm = summary[summary["protocol"] == protocol]
         md += [f"### Split: {PROTOCOL_TITLES[protocol]}", ""]
-        comparison = paper_comparison(sm, study)
+        comparison = paper_comparison(summarize(r[r["paper_grid"]]), study)  # the paper's grid, fine-tuned
         if comparison:
             md += ["The paper's numbers beside ours (held-out, per-step protocol, mean ± std over seeds):", "",
                    comparison, ""]
