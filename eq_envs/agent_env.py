@@ -14,15 +14,38 @@ Registered ids (``import eq_envs`` first, or use ``"eq_envs:eq_envs/..."``)::
     gymnasium.make("eq_envs/EVCharging-v0")     # agent 0 of ev-similar
     gymnasium.make("eq_envs/PhoneCharging-v0")  # agent 0 of phone
     gymnasium.make("eq_envs/DataCenter-v0", agent=7, split="test", preset="physical")
+
+Argument and action checks (the same in every env of this package:
+:class:`DownstreamAgentEnv`, :class:`~eq_envs.population_env.PopulationParallelEnv`
+and :class:`~eq_envs.sb3_env.PublicModelEnv`):
+
+* constructor arguments are checked, and a bad one raises ``ValueError``
+  (``TypeError`` for a population that is neither a name nor a
+  :class:`~eq_envs.population.Population`) naming it and what is accepted:
+  ``agent`` and ``episode_length`` must be integers in range (``1.5`` is
+  refused, not truncated);
+* ``step()`` before the first ``reset()`` raises
+  :class:`gymnasium.error.ResetNeeded` (gymnasium's ``OrderEnforcing`` wrapper
+  says the same for ``gymnasium.make`` envs; ``.unwrapped`` envs now check it
+  themselves);
+* actions are **refused, not clipped**, when they lie outside the action
+  ``Box`` (beyond float32 rounding of its bounds), have the wrong shape or
+  contain NaN/inf: ``ValueError`` naming the bounds.
+  A prediction outside the bounds is a bug in the caller, and clipping it
+  silently would score a different prediction than the one made.  RL libraries
+  clip their own actions to the Box first (Stable-Baselines3 does), so they
+  never hit this.
 """
 from __future__ import annotations
 
+from numbers import Integral
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.error import ResetNeeded
 
 from eq_envs.population import DEFAULT_LAYOUT, Population
 from eq_envs.presets import build_population
@@ -53,9 +76,18 @@ def action_space(population: Population) -> spaces.Box:
     return spaces.Box(low=np.float32(lo), high=np.float32(hi), shape=(population.horizon,), dtype=np.float32)
 
 
-def check_action(action: Any, shape: tuple[int, ...], who: str) -> np.ndarray:
-    """The action as a float64 array of ``shape``, or a clear error."""
-    a = np.asarray(action, dtype=np.float64)
+def check_action(action: Any, space: spaces.Box, who: str) -> np.ndarray:
+    """The action as a float64 array of the Box's shape, or a ``ValueError`` (see the module doc).
+
+    A flat action with the right number of values is reshaped; anything
+    outside ``[space.low, space.high]`` (beyond float32 rounding) is refused,
+    not clipped; values within rounding are evaluated as given.
+    """
+    shape = space.shape
+    try:
+        a = np.asarray(action, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise ValueError(f"{who}: action {action!r} is not an array of numbers; accepted: shape {shape}") from None
     if a.shape != shape:
         if a.size == int(np.prod(shape)) and a.ndim <= 1:
             a = a.reshape(shape)
@@ -63,7 +95,36 @@ def check_action(action: Any, shape: tuple[int, ...], who: str) -> np.ndarray:
             raise ValueError(f"{who}: action has shape {a.shape}; accepted: {shape} (the predicted signal)")
     if not np.isfinite(a).all():
         raise ValueError(f"{who}: action contains NaN or inf: {a.tolist()}")
+    # up to float32 rounding of the bounds: RescaleAction and friends compute in float64 and land within it
+    low, high = space.low.astype(np.float64), space.high.astype(np.float64)
+    tol = 4 * float(np.finfo(np.float32).eps) * np.maximum(1.0, np.maximum(np.abs(low), np.abs(high)))
+    outside = (a < low - tol) | (a > high + tol)
+    if outside.any():
+        i = np.unravel_index(int(np.argmax(outside)), shape)
+        raise ValueError(f"{who}: action value {float(a[i]):g} at {tuple(int(j) for j in i)} is outside the action space; "
+                         f"accepted: values in [{float(space.low[i]):g}, {float(space.high[i]):g}] (clip or "
+                         f"rescale before step)")
     return a
+
+
+def check_int(name: str, value: Any, lo: int, hi: int, none_ok: bool = False) -> int | None:
+    """``value`` as an int in ``[lo, hi]`` (or None when ``none_ok``), else a ``ValueError`` naming ``name``."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, Integral) or not lo <= int(value) <= hi:
+        raise ValueError(f"{name}={value!r}; accepted: an integer in {lo}..{hi}" + (" or None" if none_ok else ""))
+    return int(value)
+
+
+def check_population(population: Any, who: str) -> None:
+    """``TypeError`` unless ``population`` is a preset name or a :class:`Population`."""
+    if not isinstance(population, (str, Population)):
+        raise TypeError(f"{who}: population={population!r}; accepted: a population name (eq_envs.presets."
+                        f"POPULATIONS) or an eq_envs.population.Population")
+
+
+def reset_needed(who: str) -> ResetNeeded:
+    return ResetNeeded(f"{who}: step() called before reset(); call reset() first")
 
 
 class DownstreamAgentEnv(gym.Env):
@@ -83,20 +144,17 @@ class DownstreamAgentEnv(gym.Env):
                  episode_length: int | None = 24, split: str = "train", preset: str = "paper",
                  region: str = "CISO", layout: str = DEFAULT_LAYOUT) -> None:
         super().__init__()
+        check_population(population, "DownstreamAgentEnv")
         self.population = population if isinstance(population, Population) else \
             build_population(population, split=split, preset=preset, region=region, layout=layout)
-        if not 0 <= agent < self.population.num_agents:
-            raise ValueError(f"agent={agent}; accepted: 0..{self.population.num_agents - 1} "
-                             f"(population {self.population.name} has {self.population.num_agents} agents)")
-        steps = self.population.num_steps
-        if episode_length is not None and not 1 <= episode_length <= steps:
-            raise ValueError(f"episode_length={episode_length}; accepted: 1..{steps} or None")
+        agent = check_int("agent", agent, 0, self.population.num_agents - 1)
+        check_int("episode_length", episode_length, 1, self.population.num_steps, none_ok=True)
         self.agent = agent
         self.agent_name = self.population.agent_names[agent]
         self.episode_length = episode_length
         self.observation_space = observation_space(self.population)
         self.action_space = action_space(self.population)
-        self._start = 0
+        self._start: int | None = None  # None until the first reset()
         self._step = 0
 
     def _length(self) -> int:
@@ -109,24 +167,20 @@ class DownstreamAgentEnv(gym.Env):
         super().reset(seed=seed)
         last_start = self.population.num_steps - self._length()
         if options and "index" in options:  # the agent-env contract (agents.gym_env_group): set the clock
-            index = int(options["index"])
-            if not 0 <= index < self.population.num_steps:
-                raise ValueError(f"options['index']={index}; accepted: 0..{self.population.num_steps - 1}")
-            self._start = index
+            self._start = check_int("options['index']", options["index"], 0, self.population.num_steps - 1)
         elif options and "start" in options:
-            start = int(options["start"])
-            if not 0 <= start <= last_start:
-                raise ValueError(f"options['start']={start}; accepted: 0..{last_start}")
-            self._start = start
+            self._start = check_int("options['start']", options["start"], 0, last_start)
         else:
             self._start = int(self.np_random.integers(0, last_start + 1)) if self.episode_length is not None else 0
         self._step = 0
         return self._obs(), {"clock": self._start}
 
     def step(self, action: Any):
+        if self._start is None:
+            raise reset_needed(self.agent_name)
         if self._step >= self._length() or self._start + self._step >= self.population.num_steps:
             raise RuntimeError(f"{self.agent_name}: step() called after the episode ended; call reset()")
-        a = check_action(action, (self.population.horizon,), self.agent_name)
+        a = check_action(action, self.action_space, self.agent_name)
         clock = self._start + self._step
         ev = self.population.evaluate(torch.from_numpy(a).view(1, 1, -1), [clock])
         m = self.agent

@@ -6,9 +6,15 @@ use the same parameter-shared public model produces every agent's action,
 sampled independently per agent.  Each agent's reward is minus the regret of
 its own decision.  One ``step`` evaluates all agents in one batched call
 (:meth:`eq_envs.population.Population.evaluate`).
+
+Arguments and actions are checked as in every env of this package (see
+:mod:`eq_envs.agent_env`): ``actions`` must be a dict with one in-bounds
+action per live agent -- out-of-bounds actions are refused, not clipped -- and
+``step()`` before ``reset()`` raises :class:`gymnasium.error.ResetNeeded`.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -17,7 +23,15 @@ from gymnasium import spaces
 from gymnasium.utils import seeding
 from pettingzoo import ParallelEnv
 
-from eq_envs.agent_env import action_space, agent_decision, check_action, observation_space
+from eq_envs.agent_env import (
+    action_space,
+    agent_decision,
+    check_action,
+    check_int,
+    check_population,
+    observation_space,
+    reset_needed,
+)
 from eq_envs.population import DEFAULT_LAYOUT, Population
 from eq_envs.presets import build_population
 
@@ -36,11 +50,10 @@ class PopulationParallelEnv(ParallelEnv):
     def __init__(self, population: str | Population = "dc-different-different-lambda",
                  episode_length: int | None = 24, split: str = "train", preset: str = "paper",
                  region: str = "CISO", layout: str = DEFAULT_LAYOUT, render_mode: str | None = None) -> None:
+        check_population(population, "PopulationParallelEnv")
         self.population = population if isinstance(population, Population) else \
             build_population(population, split=split, preset=preset, region=region, layout=layout)
-        steps = self.population.num_steps
-        if episode_length is not None and not 1 <= episode_length <= steps:
-            raise ValueError(f"episode_length={episode_length}; accepted: 1..{steps} or None")
+        check_int("episode_length", episode_length, 1, self.population.num_steps, none_ok=True)
         self.episode_length = episode_length
         self.render_mode = render_mode
         self.possible_agents = list(self.population.agent_names)
@@ -48,7 +61,7 @@ class PopulationParallelEnv(ParallelEnv):
         self._obs_space = observation_space(self.population)
         self._act_space = action_space(self.population)
         self._rng, _ = seeding.np_random(None)
-        self._start = 0
+        self._start: int | None = None  # None until the first reset()
         self._step = 0
 
     def observation_space(self, agent: str) -> spaces.Box:
@@ -77,15 +90,19 @@ class PopulationParallelEnv(ParallelEnv):
         return self._observations(self._start), {a: {"clock": self._start} for a in self.agents}
 
     def step(self, actions: dict[str, Any]):
+        if self._start is None:
+            raise reset_needed("PopulationParallelEnv")
         if not self.agents:
             raise RuntimeError("step() called after the episode ended; call reset()")
+        if not isinstance(actions, Mapping):
+            raise TypeError(f"actions is a {type(actions).__name__}; accepted: a dict {{agent name: action}} "
+                            f"with one action per live agent")
         missing = [a for a in self.agents if a not in actions]
         unknown = [a for a in actions if a not in self.possible_agents]
         if missing or unknown:
             raise ValueError(f"actions: missing agents {missing[:5]}, unknown agents {unknown[:5]}; "
                              f"accepted: one action per live agent")
-        H = self.population.horizon
-        pred = np.stack([check_action(actions[a], (H,), a) for a in self.possible_agents])
+        pred = np.stack([check_action(actions[a], self._act_space, a) for a in self.possible_agents])
         clock = self._start + self._step
         ev = self.population.evaluate(torch.from_numpy(pred).unsqueeze(1), [clock])
         regret = ev.regret[:, 0].tolist()

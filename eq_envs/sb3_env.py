@@ -34,10 +34,12 @@ Spaces (float32 ``Box``; the same bounds as the per-agent envs of
   or ``(M, L)``;
 * action: ``[min - span/2, max + span/2]`` (``span = max - min``; lower bound 0
   when the population has data centers), shape ``(H,)`` or ``(M, H)``.  Actions
-  outside the bounds are still evaluated as given (an RL library clips them
-  first); NaN/inf or a wrong shape raise ``ValueError``.  SB3 recommends a
+  outside the bounds are refused, not clipped, as in every env of this package
+  (:mod:`eq_envs.agent_env`; an RL library clips its actions first, SB3 does);
+  they, NaN/inf or a wrong shape raise ``ValueError``, and ``step()`` before
+  ``reset()`` raises :class:`gymnasium.error.ResetNeeded`.  SB3 recommends a
   ``[-1, 1]`` action space: wrap with ``gymnasium.wrappers.RescaleAction`` (and
-  ``RescaleObservation``), as ``benchmarks/bench_baselines.py`` does.
+  ``RescaleObservation``), as ``trainers/baselines/sb3.py`` does.
 
 :class:`EquitableRewardWrapper` replaces the reward with the equitable
 weighting of the per-agent regrets, and :class:`PolicyPredictor` turns a trained
@@ -55,7 +57,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from eq_envs.agent_env import action_bounds, check_action
+from eq_envs.agent_env import action_bounds, check_action, check_int, check_population, reset_needed
 from eq_envs.population import Population
 from eq_envs.presets import build_population
 
@@ -80,14 +82,12 @@ class PublicModelEnv(gym.Env):
                  starts: str = "random", split: str = "train", preset: str = "paper", region: str = "CISO",
                  gamma: float = 1.0, eta: float = 1.0, layout: str = "shared") -> None:
         super().__init__()
+        check_population(population, "PublicModelEnv")
         self.population = population if isinstance(population, Population) else \
             build_population(population, split=split, preset=preset, region=region, gamma=gamma, eta=eta,
                              layout=layout)
         pop = self.population
-        steps = pop.num_steps
-        if episode_length is not None and (isinstance(episode_length, bool) or not isinstance(episode_length, int)
-                                           or not 1 <= episode_length <= steps):
-            raise ValueError(f"episode_length={episode_length!r}; accepted: 1..{steps} or None")
+        check_int("episode_length", episode_length, 1, pop.num_steps, none_ok=True)
         if starts not in STARTS:
             raise ValueError(f"starts={starts!r}; accepted: {', '.join(STARTS)}")
         self.episode_length = episode_length
@@ -101,7 +101,7 @@ class PublicModelEnv(gym.Env):
         alo, ahi = action_bounds(pop)
         self.action_space = spaces.Box(low=np.float32(alo), high=np.float32(ahi), shape=self.action_shape,
                                        dtype=np.float32)
-        self._start = 0
+        self._start: int | None = None  # None until the first reset()
         self._step = 0
         self._next_start = 0  # sequential mode
 
@@ -121,9 +121,7 @@ class PublicModelEnv(gym.Env):
         length = self._length()
         last_start = self.population.num_steps - length
         if options and "start" in options:
-            start = int(options["start"])
-            if not 0 <= start <= last_start:
-                raise ValueError(f"options['start']={start}; accepted: 0..{last_start}")
+            start = check_int("options['start']", options["start"], 0, last_start)
         elif self.episode_length is None:
             start = 0
         elif self.starts == "random":
@@ -137,9 +135,11 @@ class PublicModelEnv(gym.Env):
         return self._obs(start), {"clock": start}
 
     def step(self, action: Any):
+        if self._start is None:
+            raise reset_needed("PublicModelEnv")
         if self._step >= self._length():
             raise RuntimeError("PublicModelEnv: step() called after the episode ended; call reset()")
-        a = check_action(action, self.action_shape, "PublicModelEnv")
+        a = check_action(action, self.action_space, "PublicModelEnv")
         clock = self._start + self._step
         pred = torch.from_numpy(a).view(-1, 1, self.population.horizon)  # [1|M, 1, H]
         ev = self.population.evaluate(pred, [clock])

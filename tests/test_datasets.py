@@ -357,7 +357,7 @@ def test_bad_official_agents(tmp_path):
     with pytest.raises(DataError, match=_err("agents.csv, row 2, field 'index'", "duplicated index 0")):
         load_official_agents("ev", path=p)
     p = _write(tmp_path / "agents.csv", hdr, ["0,1,5.0", "0,0,4.0", "1,0,3.0"])
-    np.testing.assert_array_equal(load_official_agents("ev", path=p)[0], [4.0, 5.0])
+    np.testing.assert_array_equal(load_official_agents("ev", path=p, num_agents=2)[0], [4.0, 5.0])
 
 
 def test_acn_bad_rows_are_dropped_and_counted(tmp_path):

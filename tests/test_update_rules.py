@@ -272,3 +272,32 @@ def test_rule_settings_are_validated_before_training() -> None:
                      ({"scale": "anneal"}, "scale_final=None"), ({"scale_final": 0.1}, "applies to scale='anneal'")]:
         with pytest.raises(ConfigError, match=msg):
             TrainConfig.from_dict({"population": "ev-similar", **bad})
+
+
+# --------------------------------------------------------------------------- docs
+def test_the_docs_example_rule_trains_as_written(tmp_path) -> None:
+    """docs/trainer.md's "Adding an update rule" example, saved as a module, trains through the CLI and resumes."""
+    import re
+    import subprocess
+    import sys
+
+    text = (Path(__file__).parents[1] / "docs" / "trainer.md").read_text()
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "class SignReinforce" in b)
+    (tmp_path / "sign_reinforce.py").write_text(block)
+    script = f"""
+import sys
+sys.path.insert(0, {str(tmp_path)!r})
+import sign_reinforce  # noqa: F401  (registers the rule, as the import line in trainers/updates/__init__.py would)
+from trainers.cli import main
+args = ["train", "--population", "ev-home-slots", "--estimator", "sign_reinforce", "--q-plus-1", "5",
+        "--update", "scale=0.5", "--epochs", "2", "--max-batches", "1", "--batch-size", "16",
+        "--run-dir", {str(tmp_path / 'run')!r}]
+assert main(args) == 0
+assert main(args[:-2] + ["--epochs", "3", "--run-dir", {str(tmp_path / 'run')!r}]) == 0   # resumes
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600,
+                         cwd=Path(__file__).parents[1])
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = (tmp_path / "run" / "metrics.csv").read_text().strip().splitlines()
+    assert len(rows) == 4 and (tmp_path / "run" / "model.pt").exists()
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["update"] == {"scale": 0.5}

@@ -4,13 +4,18 @@
     eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
     eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
     eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
+    eqpm benchmark --population ev-similar --quick   # ours against SB3 and decision-focused baselines
     eqpm train --population-file my_population.toml --run-dir runs/mine   # your own agents and data
 
 Every command takes --population-file FILE (TOML or JSON; docs/populations.md)
 instead of --population: your own signal, data files and agent classes.
 
-Invalid settings print one line ``eqpm: error: ...`` and exit with status 2,
-writing nothing.
+Every expected failure -- an invalid setting, unusable data or path, a run
+directory another run holds, a diverging run -- prints one line
+``eqpm: error: ...`` and exits with status 2; settings are checked before
+anything is written.  ``--debug`` shows the traceback instead.  Ctrl-C stops a
+run, keeps its last checkpoint, says where it stopped and exits with 130; the
+same command resumes it.
 """
 from __future__ import annotations
 
@@ -32,7 +37,9 @@ from eq_envs.population_file import load_population_file, population_label
 from eq_envs.presets import POPULATIONS, PRESETS
 from eq_envs.splits import PROTOCOLS as SPLIT_PROTOCOLS
 from eq_envs.splits import SPLITS, VAL_FRACTION
-from trainers.config import ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
+from trainers.baselines import DEFAULT_METHODS, METHODS
+from trainers.config import EQUITABLE_ONLY, ESTIMATOR_CHOICES, OBJECTIVES, SCALES, ConfigError, TrainConfig
+from trainers.errors import DivergenceError
 from trainers.estimators import BASELINES, CREDITS
 from trainers.evaluation import PROTOCOLS, evaluate
 from trainers.grid import BACKENDS, collect, run_grid
@@ -40,6 +47,7 @@ from trainers.model_selection import method_summary, select_models, selected_mar
 from trainers.networks import load_public_model
 from trainers.objectives import FORMS
 from trainers.reports import STUDY_TITLES, write_combined, write_study_report
+from trainers.rundir import RunDirError, check_output_dir, check_output_file, last_epochs
 from trainers.selection import CRITERIA, GUARD_METRICS
 from trainers.studies import (
     DEFAULT_SEEDS,
@@ -52,7 +60,7 @@ from trainers.studies import (
     population_study_specs,
     study_specs,
 )
-from trainers.training import train
+from trainers.training import build_update_rule, train
 
 #: The main job's population, grid and exponents: a real, stationary trade-off on a shared input, where the
 #: Equitable PM beat both the Plain and the Utilitarian PM on held-out months (docs/tradeoffs.md, docs/results.md).
@@ -65,6 +73,27 @@ POPULATION_SETTINGS = ("population", "region", "preset", "layout", "protocol", "
 
 class CLIError(Exception):
     """A bad command line (reported as one line, exit status 2)."""
+
+
+class Interrupted(Exception):
+    """Ctrl-C, with what the user needs to know to resume (reported as one line, exit status 130)."""
+
+
+#: Failures the user can act on: one line on stderr, exit status 2 (``--debug``: the traceback).
+EXPECTED_ERRORS = (CLIError, ConfigError, DataError, DivergenceError, RunDirError, OSError)
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with its usage errors on one line (``eqpm train: error: ...; see eqpm train --help``)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message}; see {self.prog} --help\n")
+
+
+def _add_debug(p: argparse.ArgumentParser, top: bool = False) -> None:
+    # accepted before or after the command; SUPPRESS keeps a command's default from hiding the top-level flag
+    p.add_argument("--debug", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="show the full traceback of an error instead of the one-line message")
 
 
 def _add_population_file(p: argparse.ArgumentParser) -> None:
@@ -95,12 +124,16 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) -> None:
     _add_common(p)
+    _add_debug(p)
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig settings; flags override it")
     if with_objective:
         p.add_argument("--objective", choices=OBJECTIVES, help="'equitable' (Equitable PM) or 'mse' (Plain PM)")
     q = p.add_mutually_exclusive_group()
-    q.add_argument("--q", type=float, help="equity parameter q >= 0; the objective is sum_m Cbar_m^(q+1)")
-    q.add_argument("--q-plus-1", type=float, dest="q_plus_1", help="the exponent q+1 >= 1 as the paper's tables list it")
+    # compare takes its exponents from --q-values: there --q / --q-plus-1 are refused with that hint, not listed
+    q.add_argument("--q", type=float, help="equity parameter q >= 0; the objective is sum_m Cbar_m^(q+1)"
+                   if with_objective else argparse.SUPPRESS)
+    q.add_argument("--q-plus-1", type=float, dest="q_plus_1", help="the exponent q+1 >= 1 as the paper's tables "
+                   "list it" if with_objective else argparse.SUPPRESS)
     p.add_argument("--beta", type=float, help="weight of the MSE term in (1-beta)*L_q + beta*MSE, in [0, 1] (default 0)")
     p.add_argument("--estimator", choices=ESTIMATOR_CHOICES,
                    help="gradient estimator; 'auto' = pathwise for differentiable agents, else reinforce_weighted")
@@ -127,6 +160,8 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--selection", choices=CRITERIA,
                    help="validation criterion that picks the saved epoch (default: equitable; mse for the Plain PM; "
                         "'last' without a validation split)")
+    p.add_argument("--validate-every", type=int, dest="validate_every",
+                   help="validate every N epochs (default 1; 0: never, with --selection last)")
     p.add_argument("--patience", type=int, help="stop after this many epochs without a better validation criterion")
     p.add_argument("--accuracy-guard", type=float, dest="accuracy_guard", metavar="FRACTION",
                    help="admit only epochs whose validation --guard-metric is within FRACTION (0.05 = 5%%) of "
@@ -135,6 +170,18 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
                    help="'mse' (default) or 'mean' regret (for agents that only rank predictions)")
     p.add_argument("--guard-reference", dest="guard_reference", metavar="MODEL_PT",
                    help="the model whose validation --guard-metric sets the guard (e.g. the Plain PM's model.pt)")
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    """A JSON object given on the command line."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not JSON ({exc.msg} at column {exc.colno}); accepted: a JSON object") \
+            from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("accepted: a JSON object, e.g. '{\"backbone\": \"mlp\"}'")
+    return value
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -150,14 +197,17 @@ def _key_value(text: str) -> tuple[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="eqpm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = _Parser(prog="eqpm", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-v", "--verbose", action="store_true", help="log data-loading reports and progress details")
+    _add_debug(ap, top=True)
     sub = ap.add_subparsers(dest="command", required=True)
 
     t = sub.add_parser("train", help="train one public model (resumes from RUN_DIR/checkpoint.pt if present)")
     _add_train_options(t)
     t.add_argument("--seed", type=int, help="random seed (same seed, same numbers on CPU)")
-    t.add_argument("--run-dir", type=Path, required=True, help="directory for config, logs, checkpoints and model.pt")
+    t.add_argument("--run-dir", required=True, dest="run_dir",
+                   help="directory for config, logs, checkpoints and model.pt (created if missing; one run at a "
+                        "time: a second run on a busy directory is refused)")
     t.add_argument("--no-resume", action="store_true", help="refuse to continue an existing checkpoint")
 
     e = sub.add_parser("evaluate", help="equity table of saved models on the held-out split",
@@ -165,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
                                    "config.json of each model's run directory (beside model.pt); flags override them.")
     e.add_argument("models", nargs="+", type=Path, help="model.pt files written by 'eqpm train'")
     _add_common(e)
+    _add_debug(e)
     e.add_argument("--split", choices=SPLITS, default="test", help="split to evaluate on (default test)")
     e.add_argument("--protocol", choices=PROTOCOLS, default="per-step", dest="protocol_scoring",
                    help="'per-step' decisions (default) or the released code's one averaged forecast")
@@ -198,6 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("studies", nargs="*", metavar="STUDY",
                    help=f"one or more of: {', '.join(STUDY_NAMES)}, all (none with --population-file)")
     _add_population_file(r)
+    _add_debug(r)
     r.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1",
                    help="with --population-file: exponents q+1 of the Equitable PMs (default: 1 3)")
     r.add_argument("--quick", action="store_true",
@@ -219,7 +271,48 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--num-cpus", type=int, dest="num_cpus", help="cores of the local Ray instance (default: all)")
     r.add_argument("--report-only", action="store_true", dest="report_only",
                    help="train nothing; rebuild tables and plots from the finished run directories")
+    _add_benchmark(sub)
     return ap
+
+
+def _add_benchmark(sub: Any) -> None:
+    b = sub.add_parser("benchmark", help="our update rules against SB3 and decision-focused baselines at equal "
+                                         "budgets, tuned and checkpointed on validation; tables and curves",
+                       description="Every method gets the same agent-decision budget and the same tuning grid "
+                                   "(learning rate x batch-like size), chooses its grid point and checkpoint on the "
+                                   "validation split by the norm-form Equitable Objective at q+1, and is reported on "
+                                   "the test split over several seeds (trainers/benchmark.py; BENCHMARKS.md).")
+    b.add_argument("--population", nargs="+", choices=sorted(POPULATIONS), metavar="NAME",
+                   help=f"one or more presets: {', '.join(POPULATIONS)}")
+    _add_population_file(b)
+    b.add_argument("--layout", nargs="+", choices=LAYOUTS, help="one or more of: shared (default), chunked")
+    b.add_argument("--region", choices=sorted(REGIONS), metavar="BA", help="grid data of this balancing authority "
+                                                                         "(default CISO)")
+    b.add_argument("--preset", choices=PRESETS, help="signal scaling (default paper)")
+    b.add_argument("--methods", nargs="+", metavar="METHOD",
+                   help=f"methods by name (default, those that apply: {', '.join(DEFAULT_METHODS)}); all: "
+                        f"{', '.join(repr(m) for m in METHODS)}")
+    b.add_argument("--q-plus-1", type=float, default=20.0, dest="q_plus_1",
+                   help="equity exponent q+1 of the equitable methods and of the selection criterion (default 20)")
+    b.add_argument("--budget", type=int, help="agent-decisions per run (default 2,000,000; --quick 20,000)")
+    b.add_argument("--model", type=_json_object, metavar="JSON",
+                   help="public-model settings for every method that trains our public model (ours, the Plain PM, "
+                        "SPO+, PFYL), e.g. '{\"backbone\": \"mlp\", \"backbone_kwargs\": {\"hidden\": [64, 64]}}' "
+                        "(default: the trainer's model for the population)")
+    b.add_argument("--checkpoints", type=int, help="evaluated checkpoints per run besides the initial model and "
+                                                   "the equal-inputs point (default 6; --quick 2)")
+    b.add_argument("--seeds", type=int, nargs="+", help="reported seeds (default 0 1 2; --quick 0)")
+    b.add_argument("--tune-seed", type=int, default=100, dest="tune_seed",
+                   help="seed of the tuning runs, not a reported seed (default 100)")
+    b.add_argument("--quick", action="store_true", help="smoke size: 20,000 decisions, 2 grid points, 1 seed")
+    b.add_argument("--out", type=Path, help="tables, plots and runs/ (default runs/benchmark, --quick: "
+                                            "runs/benchmark-quick)")
+    b.add_argument("--backend", choices=BACKENDS, default="ray",
+                   help="'ray' (default: local Ray on this machine's cores, or --address) or 'sequential'")
+    b.add_argument("--address", help="address of an existing Ray cluster (e.g. auto or ray://host:10001)")
+    b.add_argument("--num-cpus", type=int, dest="num_cpus", help="cores of the local Ray instance (default: all)")
+    b.add_argument("--report-only", action="store_true", dest="report_only",
+                   help="train nothing; rebuild the tables and plots from the finished runs")
 
 
 def _population_file(args: argparse.Namespace) -> dict[str, Any] | None:
@@ -242,7 +335,7 @@ def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
                 "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
                 "scale_final", "credit", "form", "layout", "protocol", "val_fraction", "split_seed", "selection",
-                "patience", "accuracy_guard", "guard_metric", "guard_reference"):
+                "validate_every", "patience", "accuracy_guard", "guard_metric", "guard_reference"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v
@@ -252,18 +345,52 @@ def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig
         data.pop("q", None)
         data["q_plus_1"] = args.q_plus_1
     data.update(overrides)
-    return TrainConfig.from_dict(data, source="command line")
+    cfg = TrainConfig.from_dict(data, source="command line")
+    if cfg.objective == "mse":  # flags given with their default value are still flags that do nothing
+        given = [f"--{k.replace('_', '-')}" for k in (*EQUITABLE_ONLY, "q_plus_1") if getattr(args, k, None) is not None]
+        if given:
+            raise CLIError(f"{', '.join(given)} {'does' if len(given) == 1 else 'do'} not apply to the Plain PM "
+                           f"(objective mse); accepted: leave {'it' if len(given) == 1 else 'them'} out, or "
+                           f"--objective equitable")
+    return cfg
+
+
+def _interrupted(run_dir: Path) -> Interrupted:
+    logged, ckpt = last_epochs(run_dir)
+    resume = f" (from the checkpoint of epoch {ckpt})" if ckpt is not None else " (no checkpoint yet: from epoch 1)"
+    return Interrupted(f"interrupted at epoch {(logged or 0) + 1}; run the same command again to resume{resume}")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
     cfg = _config_from_args(args)
-    if args.no_resume and (args.run_dir / "checkpoint.pt").exists():
-        raise CLIError(f"{args.run_dir / 'checkpoint.pt'} exists and --no-resume was given; choose another --run-dir")
-    res = train(cfg, args.run_dir, resume=not args.no_resume, progress=True)
+    run_dir = Path(args.run_dir)
+    if args.no_resume and args.run_dir.strip() and (run_dir / "checkpoint.pt").exists():
+        raise CLIError(f"{run_dir / 'checkpoint.pt'} exists and --no-resume was given; choose another --run-dir")
+    try:
+        res = train(cfg, args.run_dir, resume=not args.no_resume, progress=True)
+    except KeyboardInterrupt:  # the batch is abandoned; checkpoint.pt is replaced atomically, so it is intact
+        res = None
+    if res is None:  # raised here, not in the except block, so the run's frames (and progress bar) are closed first
+        raise _interrupted(run_dir)
     last = res.history[-1] if res.history else {}
     print(json.dumps({"run_dir": str(args.run_dir), "epochs": len(res.history), **{k: last.get(k) for k in
                                                                                     ("loss", "mse", "mean_regret")}}))
     return 0
+
+
+def _load_model(p: Path, horizon: int, lookback: int):
+    """A model.pt for ``eqpm evaluate``, or a CLIError saying what is wrong with the file."""
+    try:
+        model = load_public_model(p)
+    except ValueError as exc:
+        raise CLIError(f"{str(exc).removeprefix('load_public_model: ')}; accepted: model.pt files written by "
+                       f"'eqpm train'") from None
+    cfg = model.config
+    if model.horizon != horizon or int(cfg.get("seq_len", lookback)) != lookback or int(cfg.get("input_size", 1)) != 1:
+        raise CLIError(f"model file {p} maps {cfg.get('seq_len')} past values to {model.horizon} predicted step(s); "
+                       f"this population needs {lookback} -> {horizon}; accepted: a model trained on a population "
+                       f"with horizon {horizon} (choose --population to match)")
+    return model
 
 
 def evaluation_population(args: argparse.Namespace) -> Population:
@@ -301,13 +428,17 @@ def evaluation_population(args: argparse.Namespace) -> Population:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    agents_out = None
+    if args.out is not None:
+        check_output_file(args.out, "--out")
+        agents_out = check_output_file(args.out.with_name(args.out.stem + "_agents.csv"), "--out (per-agent file)")
     for p in args.models:
         if not p.is_file():
-            raise CLIError(f"model file {p} does not exist; accepted: model.pt files written by 'eqpm train'")
+            what = "is a directory" if p.is_dir() else "does not exist"
+            raise CLIError(f"model file {p} {what}; accepted: model.pt files written by 'eqpm train'")
     pop = evaluation_population(args)
-    models = {str(p): load_public_model(p) for p in args.models}
-    table = evaluate(models, pop, protocol=args.protocol_scoring, csv_path=args.out,
-                     agents_csv_path=args.out.with_name(args.out.stem + "_agents.csv") if args.out else None)
+    models = {str(p): _load_model(p, pop.horizon, pop.lookback) for p in args.models}
+    table = evaluate(models, pop, protocol=args.protocol_scoring, csv_path=args.out, agents_csv_path=agents_out)
     print(f"{pop.name}, {pop.split} split ({pop.protocol} protocol), {pop.layout} layout:")
     print(table.to_string(index=False))
     return 0
@@ -334,16 +465,29 @@ def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
     return data
 
 
+def _distinct(values: list, flag: str) -> None:
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise CLIError(f"{flag}: {v:g} is given twice; accepted: distinct values (each would be one run "
+                           f"counted twice)")
+        seen.add(v)
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
-    for flag, key in (("--q/--q-plus-1", "q"), ("--q/--q-plus-1", "q_plus_1"), ("--init-from", "init_from")):
-        if getattr(args, key, None) is not None:
-            raise CLIError(f"{flag} does not apply to compare, which fine-tunes every exponent of --q-values from "
-                           "its own Plain PM; use it with 'eqpm train'")
+    if args.q is not None or args.q_plus_1 is not None:
+        raise CLIError("--q / --q-plus-1 do not apply to compare; accepted: the exponents q+1 as --q-values, "
+                       "e.g. --q-values 1 3 10")
+    if args.init_from is not None:
+        raise CLIError("--init-from does not apply to compare, which fine-tunes from its own Plain PM; use it with "
+                       "'eqpm train'")
     if args.fine_tune_epochs < 1:
         raise CLIError(f"--fine-tune-epochs {args.fine_tune_epochs} is not accepted; accepted: an integer >= 1")
     for qp1 in args.q_values:
         if not qp1 >= 1:
             raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
+    _distinct(args.seeds, "--seeds")
+    _distinct(args.q_values, "--q-values")
     settings = _given_settings(args)
     if getattr(args, "population", None) is None and getattr(args, "population_file", None) is None \
             and not getattr(args, "config", None):  # the main job: a population with a real trade-off
@@ -357,12 +501,19 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if first.val_fraction == 0:
         raise CLIError("--val-fraction 0 is not accepted by compare, which selects every model on the validation "
                        "split; accepted: a number in (0, 0.5)")
+    train_pop = first.build_population("train")
+    for spec in specs:  # every run's settings are checked before the first one trains (e.g. the rule 'auto' picks)
+        build_update_rule(spec.train_config(), train_pop)
+    check_output_dir(args.out_dir, "--out-dir")
     threads = torch.get_num_threads()
     if not os.environ.get("EQPM_THREADS"):  # small models: one thread is faster than two contending (measured)
         torch.set_num_threads(1)
     t0 = time.perf_counter()
     try:
         run_grid(specs, args.out_dir, backend="sequential", progress=True)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; run the same command again to resume (finished runs are kept, the "
+                          "interrupted one resumes from its checkpoint)") from None
     finally:
         torch.set_num_threads(threads)
     runs = collect(args.out_dir, specs)
@@ -412,7 +563,11 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.address is not None and args.backend != "ray":
         raise CLIError("--address needs --backend ray")
     seeds = args.seeds or ([0] if args.quick else list(DEFAULT_SEEDS))
+    _distinct(seeds, "--seeds")
     out = args.out or Path("runs/reproduce-quick" if args.quick else "runs/reproduce")
+    check_output_dir(out, "--out")
+    if args.figures_dir is not None:
+        check_output_dir(args.figures_dir, "--figures-dir")
     if spec is not None:
         for qp1 in args.q_values or ():
             if not qp1 >= 1:
@@ -426,8 +581,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                                              protocol=p)] for n in names}
     t0 = time.perf_counter()
     if not args.report_only:
-        run_grid([s for v in specs.values() for s in v], out, backend=args.backend, address=args.address,
-                 num_cpus=args.num_cpus)
+        try:
+            run_grid([s for v in specs.values() for s in v], out, backend=args.backend, address=args.address,
+                     num_cpus=args.num_cpus)
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted; run the same command again to resume (finished runs are kept, "
+                              "unfinished ones continue from their checkpoints)") from None
     for n in names:
         try:
             paths = write_study_report(n, specs[n], out, args.figures_dir)
@@ -442,7 +601,51 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_benchmark(args: argparse.Namespace) -> int:
+    from trainers.benchmark import Setting, make_plan, run_plan
+    from trainers.benchmark_report import write_report
+
+    spec = _population_file(args)
+    if spec is not None:
+        given = [f for f, v in (("--layout", args.layout), ("--region", args.region), ("--preset", args.preset)) if v]
+        if given:
+            raise CLIError(f"{', '.join(given)}: not accepted with --population-file; accepted: the layout, region "
+                           "and preset set in the file")
+        settings = [Setting(spec, spec["layout"], args.q_plus_1, model=args.model or {})]
+    elif not args.population:
+        raise CLIError("no population given; accepted: --population NAME [NAME ...] or --population-file FILE")
+    else:
+        settings = [Setting(p, lay, args.q_plus_1, region=args.region or "CISO", preset=args.preset or "paper",
+                            model=args.model or {})
+                    for p in dict.fromkeys(args.population) for lay in dict.fromkeys(args.layout or ["shared"])]
+    if args.num_cpus is not None and args.num_cpus < 1:
+        raise CLIError(f"--num-cpus {args.num_cpus} is not accepted; accepted: an integer >= 1")
+    if args.address is not None and args.backend != "ray":
+        raise CLIError("--address needs --backend ray")
+    try:
+        plan = make_plan(settings, args.methods, budget=args.budget, checkpoints=args.checkpoints, seeds=args.seeds,
+                         tune_seed=args.tune_seed, quick=args.quick)
+    except ValueError as exc:  # also ConfigError and DataError: one line, nothing written
+        raise CLIError(str(exc)) from None
+    out = check_output_dir(args.out or Path("runs/benchmark-quick" if args.quick else "runs/benchmark"), "--out")
+    t0 = time.perf_counter()
+    if not args.report_only:
+        run_plan(plan, out, backend=args.backend, address=args.address, num_cpus=args.num_cpus)
+    try:
+        paths = write_report(plan, out, out)
+    except RuntimeError as exc:
+        raise CLIError(f"{exc}; run 'eqpm benchmark' without --report-only first") from None
+    print(paths["markdown"].read_text())
+    print(f"wall time {time.perf_counter() - t0:.0f} s; tables, curves and runs under {out}")
+    return 0
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``eqpm`` command line; the one place where errors become messages and exit statuses."""
     ap = build_parser()
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
@@ -450,9 +653,17 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger("eq_envs.data").setLevel(logging.ERROR)
     try:
         return {"train": cmd_train, "evaluate": cmd_evaluate, "compare": cmd_compare,
-                "reproduce": cmd_reproduce}[args.command](args)
-    except (CLIError, ConfigError, DataError) as exc:
-        ap.exit(2, f"eqpm: error: {exc}\n")
+                "reproduce": cmd_reproduce, "benchmark": cmd_benchmark}[args.command](args)
+    except KeyboardInterrupt:  # outside a training run: nothing to resume from
+        if args.debug:
+            raise
+        ap.exit(130, "eqpm: interrupted\n")
+    except Interrupted as exc:
+        ap.exit(130, f"eqpm: {exc}\n")
+    except EXPECTED_ERRORS as exc:
+        if args.debug:
+            raise
+        ap.exit(2, f"eqpm: error: {_one_line(exc)}\n")
     return 0
 
 

@@ -24,7 +24,8 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -208,6 +209,24 @@ def run_grid(specs: Sequence[RunSpec], root: str | Path, *, backend: str = "ray"
                 bar.close()
         return counts
 
+    with ray_session(address, num_cpus) as ray:
+        task = ray.remote(num_cpus=1, max_retries=1)(execute)
+        for wave in waves:  # a fine-tune starts once the run it starts from has finished
+            pending = {task.remote(s.to_dict(), str(root.resolve())): s for s in wave}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                spec = pending.pop(ready[0])
+                done(ray_result(ray, ready[0], pending, spec.run_id))
+    return counts
+
+
+@contextmanager
+def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iterator[Any]:
+    """The ``ray`` module, initialised for this project's tasks (one torch thread each) unless it already was.
+
+    ``address=None`` starts a local instance on ``num_cpus`` cores (default:
+    all); otherwise joins that cluster.  A session started here is shut down on exit.
+    """
     import ray
 
     started_here = not ray.is_initialized()
@@ -219,22 +238,20 @@ def run_grid(specs: Sequence[RunSpec], root: str | Path, *, backend: str = "ray"
         else:
             ray.init(address=address, log_to_driver=False, runtime_env=env, configure_logging=False)
     try:
-        task = ray.remote(num_cpus=1, max_retries=1)(execute)
-        for wave in waves:
-            pending = {task.remote(s.to_dict(), str(root.resolve())): s for s in wave}
-            while pending:
-                ready, _ = ray.wait(list(pending), num_returns=1)
-                spec = pending.pop(ready[0])
-                try:
-                    done(ray.get(ready[0]))
-                except ray.exceptions.RayTaskError as exc:
-                    for ref in pending:
-                        ray.cancel(ref)
-                    raise RuntimeError(f"run {spec.run_id} failed: {exc.cause!r}") from exc.cause
+        yield ray
     finally:
         if started_here:
             ray.shutdown()
-    return counts
+
+
+def ray_result(ray: Any, ref: Any, pending: dict[Any, Any], what: str) -> Any:
+    """``ray.get(ref)``; if the task failed, cancel the ``pending`` ones and raise one ``RuntimeError`` naming ``what``."""
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as exc:
+        for other in pending:
+            ray.cancel(other)
+        raise RuntimeError(f"run {what} failed: {exc.cause!r}") from exc.cause
 
 
 def _waves(todo: list[RunSpec], unique: list[RunSpec], root: Path) -> list[list[RunSpec]]:

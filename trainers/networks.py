@@ -407,20 +407,35 @@ def load_public_model(path: str | os.PathLike[str], map_location: str | torch.de
 
     Uses ``torch.load(weights_only=True)``: only tensors and plain containers
     are unpickled; a file holding any other pickled object raises
-    :class:`ValueError` without running its code.
+    :class:`ValueError` without running its code.  Every other unusable file
+    (not a torch file, truncated, another format, settings and weights that do
+    not fit together) raises :class:`ValueError` with a one-line reason too.
     """
+    name = repr(os.fspath(path))
     try:
         blob = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError:
-        raise ValueError(f"load_public_model: refusing {os.fspath(path)!r}: it holds pickled objects other than "
+        raise ValueError(f"load_public_model: refusing {name}: it holds pickled objects other than "
                          f"tensors and plain containers (torch.load with weights_only=True failed); "
                          f"files written by save_public_model never do") from None
+    except Exception as exc:  # noqa: BLE001 - torch reports a damaged file as any of a dozen exception types
+        raise ValueError(f"load_public_model: {name} cannot be read as a torch file, it is truncated, damaged or "
+                         f"of another kind ({_first_line(exc)})") from None
     if not isinstance(blob, dict) or blob.get("format") != FILE_FORMAT:
-        raise ValueError(f"load_public_model: {os.fspath(path)!r} is not an {FILE_FORMAT} file")
+        raise ValueError(f"load_public_model: {name} is not an {FILE_FORMAT} file")
     if blob.get("version") != FILE_VERSION:
         raise ValueError(f"load_public_model: unsupported file version {blob.get('version')!r}; "
                          f"this code reads version {FILE_VERSION}")
-    config = json.loads(blob["config"])
-    model = build_public_model(config)
-    model.load_state_dict(blob["state_dict"], strict=True)
+    try:
+        config = json.loads(blob["config"])
+        model = build_public_model(config)
+        model.load_state_dict(blob["state_dict"], strict=True)
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise ValueError(f"load_public_model: {name} is a damaged {FILE_FORMAT} file: its settings and weights do "
+                         f"not fit together ({_first_line(exc)})") from None
     return model.eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = " ".join(str(exc).split())[:200]
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__

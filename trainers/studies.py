@@ -140,8 +140,9 @@ PHONE_EXPONENTS = (1.0, 3.0, 10.0)
 TRADEOFF_SETTINGS = tuple((f"{p}, {r}", p, r) for r in ("CISO", "ERCO") for p in TRADEOFF_POPULATIONS)
 TRADEOFF_EXPONENTS = (1.0, 5.0, 20.0)
 
-#: TrainConfig settings added after the first study runs; omitted from a run's config while unset.
-LATER_SETTINGS = ("init_from",)
+#: TrainConfig settings added after study runs were written, with the value at which they are left out of a run's
+#: config (so the ids, and the finished runs, of those studies stay valid).
+LATER_SETTINGS: dict[str, Any] = {"init_from": None, "validate_every": 1}
 #: Budgets (module doc of docs/results.md, DEVIATIONS["budget"]): the Plain PM, then fine-tunes from it.
 PLAIN_EPOCHS = 10
 FINE_TUNE_EPOCHS = 8
@@ -238,7 +239,7 @@ def _config(population: str | dict[str, Any], seed: int, quick: bool, region: st
     # normalise through TrainConfig so equal runs hash equally however they were written; settings added to
     # TrainConfig later are left out while unset, so existing run ids (and finished runs) stay valid
     full = TrainConfig.from_dict(d).to_dict()
-    return {k: v for k, v in full.items() if not (k in LATER_SETTINGS and v is None)}
+    return {k: v for k, v in full.items() if not (k in LATER_SETTINGS and v == LATER_SETTINGS[k])}
 
 
 def _differentiable(population: str | dict[str, Any]) -> bool:

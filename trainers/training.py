@@ -20,10 +20,18 @@ A run directory holds ``config.json``, ``metrics.csv`` (one row per epoch),
 update rule's state and history, written atomically every ``checkpoint_every`` epochs) and, at the end,
 ``model.pt`` (:func:`trainers.networks.save_public_model`).  Calling
 :func:`train` again on the same directory resumes from the checkpoint and ends
-with exactly the numbers an uninterrupted run gives (tested).
+with exactly the numbers an uninterrupted run gives, also after a SIGKILL at
+any point (tested).
+
+A run holds the exclusive lock of its directory (:mod:`trainers.rundir`) from
+the moment it writes there until it returns or fails: a second run on the same
+directory is refused.  Every setting is checked before the directory is
+created or touched; a checkpoint that is unreadable, or already past
+``cfg.epochs``, is refused with what to do.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import logging
@@ -44,6 +52,7 @@ from trainers.errors import DivergenceError
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
 from trainers.objectives import equitable_loss
 from trainers.rollout import Rollout, collect_rollout
+from trainers.rundir import RunDirError, RunDirLock, check_run_dir
 from trainers.selection import VAL_FIELDS, Selector, validation_metrics
 from trainers.updates import NonFiniteError, UpdateRule, UpdateStats, make_update_rule
 
@@ -118,6 +127,25 @@ def _warm_start(model: PublicModel, path: str) -> None:
     model.load_state_dict(src.state_dict())
 
 
+_CHECKPOINT_KEYS = ("config", "epoch", "model", "optimizer", "scheduler", "generator", "torch_rng", "history")
+
+
+def _load_checkpoint(path: Path) -> dict[str, Any]:
+    """The checkpoint's contents, or a one-line :class:`RunDirError` saying how to recover."""
+    hint = (f"move it away (e.g. mv {path} {path}.bad) to train this run from scratch, or restore it from a "
+            f"backup (checkpoints are replaced atomically, so a damaged one means a disk or copy went wrong)")
+    try:
+        ck = torch.load(path, weights_only=True, map_location="cpu")
+        if not isinstance(ck, dict) or any(k not in ck for k in _CHECKPOINT_KEYS):
+            raise ValueError("not an eqpm training checkpoint")
+        json.loads(ck["config"])
+        int(ck["epoch"])
+    except Exception as exc:  # noqa: BLE001 - torch reports a damaged file as any of a dozen exception types
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise RunDirError(f"{path}: cannot be read ({reason[:160]}); {hint}") from None
+    return ck
+
+
 def _atomic_save(obj: Any, path: Path) -> None:
     tmp = path.with_name(path.name + ".tmp")
     torch.save(obj, tmp)
@@ -138,11 +166,26 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         cfg: the run's configuration.
         run_dir: where logs and checkpoints go (``None``: nothing is written).
         resume: continue from ``run_dir/checkpoint.pt`` when present (its config
-            must equal ``cfg`` except for ``epochs``).
+            must equal ``cfg`` except for ``epochs``, which must not be below
+            the checkpoint's epoch).
         progress: show a tqdm progress bar.
         stop_after_epoch: stop (as if interrupted) after this epoch -- for tests.
         tensorboard: write TensorBoard logs in ``run_dir/tb``.
+
+    Raises:
+        ConfigError: a setting that is invalid or does not fit the population.
+        RunDirError: an unusable run directory or checkpoint
+            (:class:`trainers.rundir.RunDirBusy`: another run holds the directory).
+        DivergenceError: the run diverged (see the module docstring).
     """
+    out = check_run_dir(run_dir) if run_dir is not None else None
+    with contextlib.ExitStack() as held:  # holds the run directory's lock, taken in _train's setup
+        return _train(cfg, out, held, resume=resume, progress=progress, stop_after_epoch=stop_after_epoch,
+                      tensorboard=tensorboard)
+
+
+def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, resume: bool, progress: bool,
+           stop_after_epoch: int | None, tensorboard: bool) -> TrainResult:
     _set_threads()
     pop = cfg.build_population("train")
     model_cfg = cfg.model_config
@@ -150,7 +193,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         raise ConfigError(f"model horizon {model_cfg.get('horizon')} does not match population {pop.name} "
                           f"horizon {pop.horizon}")
     rule = build_update_rule(cfg, pop)
-    val_pop = cfg.build_population("val") if cfg.val_fraction > 0 else None
+    val_pop = cfg.build_population("val") if cfg.val_fraction > 0 and cfg.validate_every else None
     selector = _make_selector(cfg, val_pop)
 
     torch.manual_seed(cfg.seed)
@@ -166,12 +209,11 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
     saved_epoch: int | None = None  # epoch of the checkpoint in run_dir, for the divergence message
     stopped_early: int | None = None
 
-    out = Path(run_dir) if run_dir is not None else None
     ckpt_path = out / "checkpoint.pt" if out is not None else None
     if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
+        held.enter_context(RunDirLock(out))  # every setting is checked above: only now is anything written
         if ckpt_path is not None and ckpt_path.exists() and resume:
-            ck = torch.load(ckpt_path, weights_only=True)
+            ck = _load_checkpoint(ckpt_path)
             saved = json.loads(ck["config"])
             mine = cfg.to_dict()
             # settings added after a checkpoint was written count as their default there
@@ -179,6 +221,10 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
             if diff:
                 raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
                                   f"use another run directory or resume with the same settings")
+            if int(ck["epoch"]) > cfg.epochs:
+                raise ConfigError(f"{ckpt_path}: the run is already at epoch {int(ck['epoch'])}, past epochs="
+                                  f"{cfg.epochs}; accepted: epochs >= {int(ck['epoch'])} to continue it, or "
+                                  f"another run directory")
             check_recorded(out)  # a population's data files must be the ones the run started with
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["optimizer"])
@@ -241,9 +287,8 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         totals["grad_steps"] += acc.grad_steps
         row = {"epoch": epoch, **acc.row(cfg.q), "lr": lr, "seconds": time.perf_counter() - t0,
                "batches": num_batches, **totals}
-        if scale_start is not None or cfg.scale == "learned":
-            row["policy_std"] = _policy_std(model)
-        if val_pop is not None:
+        row["policy_std"] = _policy_std(model)
+        if val_pop is not None and cfg.validate_every and (epoch % cfg.validate_every == 0 or epoch == cfg.epochs):
             metrics = validation_metrics(model, val_pop, cfg.q)
             row.update(metrics, val_admissible=float(selector.admissible(metrics)))
             selector.update(epoch, metrics, model)

@@ -68,6 +68,7 @@ from .validation import (
     DATA_DIR,
     Report,
     check_strictly_increasing,
+    check_year,
     numeric_column,
     parse_timestamps,
     read_csv_text,
@@ -178,6 +179,8 @@ def load_fuel_mix(
     ``WND SUN WAT OIL NG COL NUC OTH avg_CI`` (float64). Duplicated or out-of-order
     timestamps are a DataError; missing hours (gaps in the timestamps) are
     inserted and, like missing cells, filled by time interpolation and recorded.
+    A file whose name states a year (``eia_fuelmix_2022_CISO.csv``) must cover
+    exactly that UTC year (a wrong year or a file cut short is a DataError).
     ``attrs``: ``report`` (list of str), ``region``, ``file``,
     ``all_fuels_missing_hours`` (int), ``filled_cells`` (dict fuel -> count),
     ``filled_hours`` (list of ISO timestamps with any filled value).
@@ -196,6 +199,7 @@ def load_fuel_mix(
 
     ts = parse_timestamps(df, "timestamp", p, utc=True)
     check_strictly_increasing(ts, p, "timestamp")
+    check_year(ts, p, "timestamp")
     idx = pd.DatetimeIndex(ts).floor("us")
     off_hour = (idx != idx.floor("h"))
     if off_hour.any():

@@ -39,15 +39,20 @@ def official_agents_file(kind: str, split: str):
 
 
 def load_official_agents(
-    kind: str = "dc", split: str = "train", path: str | PathLike[str] | None = None
+    kind: str = "dc", split: str = "train", path: str | PathLike[str] | None = None,
+    num_agents: int | None = None,
 ) -> list[np.ndarray]:
     """One float64 array per agent, in agent order, values ordered by ``index``.
 
     Validation (DataError with file, row, field): columns ``agent, index,
-    demand``; ``agent`` and ``index`` integers >= 0; agent ids contiguous from 0
-    (for the bundled files: exactly 50 DC / 70 EV agents); each agent's indices
-    exactly 0..n-1 (no gaps, no duplicates; row order in the file is free);
-    ``demand`` finite and >= 0.
+    demand``; ``agent`` and ``index`` integers >= 0; agent ids contiguous from 0;
+    each agent's indices exactly 0..n-1 (no gaps, no duplicates; row order in
+    the file is free); ``demand`` finite and >= 0.  The released files cut a
+    series into contiguous agents with ``np.array_split``, so agents' lengths
+    differ by at most one, and there are ``num_agents`` of them (default: the
+    paper's 50 DC / 70 EV agents, also for a ``path``): a file cut short
+    (fewer agents, or a last agent shorter than the others) is a DataError.
+    Give ``num_agents`` for a file in this format with another count.
     """
     bundled = official_agents_file(kind, split) if path is None else None
     if path is not None and kind not in OFFICIAL_KINDS:
@@ -70,8 +75,6 @@ def load_official_agents(
         gap = int(np.setdiff1d(np.arange(ids.max() + 1), ids)[0])
         raise DataError(f"agent ids are not contiguous from 0 (agent {gap} is missing)", file=p, field="agent",
                         accepted="agent ids 0..M-1")
-    if path is None and len(ids) != OFFICIAL_N_AGENTS[kind]:
-        raise DataError(f"{len(ids)} agents", file=p, field="agent", accepted=f"{OFFICIAL_N_AGENTS[kind]} agents")
     order = np.lexsort((index_i, agent_i))
     if not np.array_equal(order, np.arange(len(order))):
         rep.info("rows were not sorted by (agent, index); reordered")
@@ -89,4 +92,16 @@ def load_official_agents(
                 msg = f"agent {a}: index {idx[j]} where {expect[j]} was expected (gap)"
             raise DataError(msg, file=p, row=r + 1, field="index", accepted="indices 0..n-1 per agent, each once")
         out.append(demand[rows].copy())
+    expected = OFFICIAL_N_AGENTS[kind] if num_agents is None else int(num_agents)
+    if len(out) != expected:
+        raise DataError(f"{len(out)} agents (file cut short?)", file=p, field="agent",
+                        accepted=f"{expected} agents" + ("" if num_agents is not None else
+                                                        f" (the paper's {kind} population; or pass num_agents)"))
+    lengths = np.array([len(a) for a in out])
+    if lengths.max() - lengths.min() > 1:
+        a = int(np.argmin(lengths))
+        others = np.delete(lengths, a)
+        raise DataError(f"agent {a} has {lengths[a]} values where the others have {others.min()}-{others.max()} "
+                        f"(file cut short?)", file=p, field="index",
+                        accepted="agents of equal length up to one value (np.array_split of one series)")
     return out

@@ -54,6 +54,7 @@ from .validation import (
     DATA_DIR,
     Report,
     check_strictly_increasing,
+    check_year,
     numeric_column,
     parse_timestamps,
     read_csv_text,
@@ -151,6 +152,7 @@ def load_caiso_bayshore(
     require_columns(df, ("start_datetime", column), p)
     ts = parse_timestamps(df, "start_datetime", p, utc=True)
     check_strictly_increasing(ts, p, "start_datetime")
+    check_year(ts, p, "start_datetime")
     idx = pd.DatetimeIndex(ts)
     if (idx != idx.floor("h")).any():
         i = int(np.argmax(idx != idx.floor("h")))
@@ -174,6 +176,7 @@ def load_caiso_da_2020(path: str | PathLike[str] | None = None) -> pd.Series:
     require_columns(df, (tcol, vcol), p)
     ts = parse_timestamps(df, tcol, p, fmt="%m/%d/%Y %H:%M", accepted="m/d/YYYY H:MM (hour ending)")
     check_strictly_increasing(ts, p, tcol)
+    check_year(pd.DatetimeIndex(ts) - pd.Timedelta(hours=1), p, tcol)  # hour starts, in the file's clock
     idx = (pd.DatetimeIndex(ts) - pd.Timedelta(hours=1) + pd.Timedelta(hours=8)).tz_localize("UTC")
     vals, _ = numeric_column(df, vcol, p, allow_missing=True)
     rep.info("converted $/kWh to $/MWh; hour-ending Pacific standard time (UTC-8) shifted to UTC hour start")
@@ -208,6 +211,7 @@ def load_ercot_dam_2022(path: str | PathLike[str] | None = None, column: str = "
         i = int(np.argmax(badf.to_numpy()))
         raise DataError(f"flag {flag.iloc[i]!r}", file=p, row=i + 1, field="repeated_hour_flag", accepted=["Y", "N"])
     local = pd.DatetimeIndex(day) + pd.to_timedelta(he - 1, unit="h")
+    check_year(local, p, "delivery_date")
     try:
         idx = local.tz_localize("America/Chicago", ambiguous=(flag == "N").to_numpy(), nonexistent="raise")
     except Exception as e:  # pytz/zoneinfo raise several types for nonexistent times

@@ -47,7 +47,7 @@ from .validation import (
     require_columns,
     resolve_path,
 )
-from .weather import onsite_wue_at
+from .weather import epw_file, onsite_wue_at
 
 __all__ = [
     "DC_TRAIN_FRACTION",
@@ -168,8 +168,15 @@ def _grid_signals(region, fuel_mix_path, epw_path, price_source, price_path, pri
         },
         index=fm.index,
     )
-    if not np.isfinite(out.to_numpy()).all():
-        raise DataError("non-finite grid signal after alignment", file=fm.attrs.get("file"))
+    # name the file at fault: carbon and off-site water come from the fuel mix, on-site water from the weather
+    for part, values, file in (("carbon", carbon.to_numpy(), fm.attrs.get("file")),
+                               ("off-site water", off.to_numpy(), fm.attrs.get("file")),
+                               ("on-site water", onsite.to_numpy(), epw_path or epw_file(wue_region)),
+                               ("price", price_v, price.attrs.get("file"))):
+        bad = ~np.isfinite(values)
+        if bad.any():
+            raise DataError(f"{part} signal is not finite at {out.index[int(np.argmax(bad))]} after alignment",
+                            file=file, accepted="finite values")
     out.attrs.update({"region": region, "pue": pue, "price_source": price_source,
                       "price_source_year": price.attrs.get("source_year"),
                       "units": {"carbon": "kg/kWh", "water": "L/kWh", "price": "$/kWh"}})

@@ -27,7 +27,7 @@ The maths, beside the paper's Eq. 3-4, is in ``docs/trainer.md``; in short:
    ``Σ_m mean_{k,i} max(r·A, clip(r, 1-ε, 1+ε)·A)`` -- PPO's pessimistic bound
    for a cost.  At ``r = 1`` its gradient is ``Σ_m mean_{k,i} A ∇log σ_θ``:
    REINFORCE with this credit (tested).
-4. ``epochs`` passes of ``minibatches`` minibatches (split over the rollout's
+4. ``epochs`` passes (default 4) of ``minibatches`` (default 4) minibatches (split over the rollout's
    inputs, all agents and samples of an input together), Adam, gradient-norm
    clipping at ``max_grad_norm``, and an early stop of the passes once the
    approximate KL ``mean((r - 1) - log r)`` exceeds ``1.5 · target_kl``
@@ -83,7 +83,7 @@ class EqPPO(UpdateRule):
             normalize_advantage: standardise the credit over the rollout.
         """
 
-        epochs: int = 10
+        epochs: int = 4
         minibatches: int = 4
         clip_range: float = 0.2
         target_kl: float | None = None
