@@ -2,7 +2,7 @@
 
     eqpm train --population dc-different-different-lambda --q-plus-1 3 --epochs 300 --run-dir runs/eq3
     eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
-    eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
+    eqpm compare                       # the main job: Plain, Utilitarian and Equitable PMs on EV home slots
     eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
     eqpm benchmark --population ev-similar --quick   # ours against SB3 and decision-focused baselines
     eqpm train --population-file my_population.toml --run-dir runs/mine   # your own agents and data
