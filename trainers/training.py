@@ -47,7 +47,7 @@ from torch import Tensor
 
 from eq_envs.population import Population
 from eq_envs.population_file import check_recorded, record_population
-from trainers.config import ADDED_SETTINGS, ConfigError, TrainConfig
+from trainers.config import ADDED_SETTINGS, RESUMABLE_CHANGES, ConfigError, TrainConfig
 from trainers.errors import DivergenceError
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
 from trainers.objectives import equitable_loss
@@ -167,7 +167,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         run_dir: where logs and checkpoints go (``None``: nothing is written).
         resume: continue from ``run_dir/checkpoint.pt`` when present (its config
             must equal ``cfg`` except for ``epochs``, which must not be below
-            the checkpoint's epoch).
+            the checkpoint's epoch, and ``memory_budget_mib``, which changes no number).
         progress: show a tqdm progress bar.
         stop_after_epoch: stop (as if interrupted) after this epoch -- for tests.
         tensorboard: write TensorBoard logs in ``run_dir/tb``.
@@ -217,7 +217,8 @@ def _train(cfg: TrainConfig, out: Path | None, held: contextlib.ExitStack, *, re
             saved = json.loads(ck["config"])
             mine = cfg.to_dict()
             # settings added after a checkpoint was written count as their default there
-            diff = sorted(k for k in mine if k != "epochs" and saved.get(k, _ADDED_DEFAULTS.get(k)) != mine[k])
+            diff = sorted(k for k in mine if k not in RESUMABLE_CHANGES
+                          and saved.get(k, _ADDED_DEFAULTS.get(k)) != mine[k])
             if diff:
                 raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
                                   f"use another run directory or resume with the same settings")
