@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import torch
 
-from agents.base import agent_shards, check_memory_budget
+from agents.base import DEFAULT_MEMORY_BUDGET, agent_shards, check_memory_budget
 from agents.ev_charging import EVChargingAgent
 from agents.slot_scheduling import prefix_ranks
 from eq_envs.population import Population
@@ -29,6 +29,7 @@ from trainers.config import ConfigError, TrainConfig, default_model
 from trainers.estimators import difference_credit, estimate
 from trainers.networks import build_public_model
 from trainers.objectives import _logsumexp, _masked_log, logsumexp_excluding_each
+from trainers.studies import study_specs
 from trainers.training import population_regret_fn, train
 from trainers.updates import RULES
 
@@ -285,6 +286,14 @@ def test_a_run_resumes_with_another_memory_budget(tmp_path):
     resumed = train(_rule_config("reinforce_weighted", epochs=2, memory_budget_mib=0.5), tmp_path, tensorboard=False)
     assert _strip(resumed.history) == _strip(full.history)
     assert json.loads((tmp_path / "config.json").read_text())["memory_budget_mib"] == 0.5
+
+
+def test_memory_budget_setting_defaults_to_the_library_budget_and_leaves_study_run_ids_alone():
+    cfg = TrainConfig(population="ev-similar")
+    assert cfg.memory_budget_mib is None and cfg.build_population().memory_budget == DEFAULT_MEMORY_BUDGET
+    assert TrainConfig(population="ev-similar", memory_budget_mib=0.5).build_population().memory_budget == 2**19
+    # a setting that changes no number must not change the run ids (and so the finished runs) of the studies
+    assert all("memory_budget_mib" not in s.config for s in study_specs("table2", seeds=[0]))
 
 
 @pytest.mark.parametrize("value", [0, -1.0, float("nan"), True, "32"])

@@ -27,7 +27,7 @@ OBJECTIVES = ("equitable", "mse")
 ADDED_SETTINGS: dict[str, Any] = {"layout": "chunked", "protocol": "time", "val_fraction": 0.0, "split_seed": 0,
                                   "update": {}, "scale": "learned", "scale_final": None, "selection": "last",
                                   "validate_every": 1, "patience": None, "accuracy_guard": None, "guard_metric": "mse",
-                                  "guard_reference": None, "memory_budget_mib": DEFAULT_MEMORY_BUDGET / 2**20}
+                                  "guard_reference": None, "memory_budget_mib": None}
 #: Settings that change no number of a run (the fast path's shards, :mod:`agents.base`): a run may be resumed
 #: with another value.
 RESUMABLE_CHANGES = ("epochs", "memory_budget_mib")
@@ -122,8 +122,9 @@ class TrainConfig:
     ``scale_final`` over the run's batches (not learned).
     ``memory_budget_mib`` bounds the temporaries of the regret fast path: every
     group's agents are evaluated in shards whose temporaries fit it
-    (:attr:`eq_envs.population.Population.memory_budget`, default 32 MiB); the
-    numbers do not depend on it, so a run may be resumed with another value.
+    (:attr:`eq_envs.population.Population.memory_budget`; ``None``: the default,
+    32 MiB); the numbers do not depend on it, so a run may be resumed with
+    another value.
 
     ``population`` is a preset name (:data:`eq_envs.presets.POPULATIONS`) or a
     population spec -- a dict as :func:`eq_envs.population_file.load_population_file`
@@ -167,7 +168,7 @@ class TrainConfig:
     accuracy_guard: float | None = None
     guard_metric: str = "mse"
     guard_reference: str | None = None
-    memory_budget_mib: float = DEFAULT_MEMORY_BUDGET / 2**20
+    memory_budget_mib: float | None = None
     q_plus_1: InitVar[float | None] = None
 
     def __post_init__(self, q_plus_1: float | None = None) -> None:
@@ -212,7 +213,7 @@ class TrainConfig:
     @property
     def memory_budget(self) -> int:
         """:attr:`memory_budget_mib` in bytes (what :class:`eq_envs.population.Population` takes)."""
-        return int(self.memory_budget_mib * 2**20)
+        return DEFAULT_MEMORY_BUDGET if self.memory_budget_mib is None else int(self.memory_budget_mib * 2**20)
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -260,9 +261,10 @@ class TrainConfig:
             raise ConfigError(f"init_from={self.init_from!r} is not accepted; accepted: the path of a model.pt "
                               "written by 'eqpm train', or null")
         b = self.memory_budget_mib
-        if isinstance(b, bool) or not isinstance(b, (int, float)) or not (math.isfinite(b) and b * 2**20 >= 1):
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
+                              or not (math.isfinite(b) and b * 2**20 >= 1)):
             raise ConfigError(f"memory_budget_mib={b!r} is not accepted; accepted: a number of MiB of at least one "
-                              f"byte (2**-20; default {DEFAULT_MEMORY_BUDGET / 2**20:g})")
+                              f"byte (2**-20), or null for the default {DEFAULT_MEMORY_BUDGET / 2**20:g}")
         if not isinstance(self.model, dict):
             raise ConfigError(f"model={self.model!r} is not accepted; accepted: a dict of public-model settings")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:

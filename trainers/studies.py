@@ -101,7 +101,7 @@ TABLE4_BETAS = (0.0, 0.2, 0.8)
 PHONE_EXPONENTS = (1.0, 3.0, 10.0)
 
 #: TrainConfig settings added after the first study runs; omitted from a run's config while unset.
-LATER_SETTINGS = ("init_from",)
+LATER_SETTINGS = ("init_from", "memory_budget_mib")
 FULL_EPOCHS = 150
 # populations with 324 training positions (11 batches of 32 an epoch): about as many Adam steps as the EV runs
 EPOCHS = {"mixed": {"epochs": 20, "step_size": 7}, "phone": {"epochs": 40, "step_size": 14}}
