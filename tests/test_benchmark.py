@@ -180,3 +180,26 @@ def test_benchmark_on_a_population_file_with_a_custom_agent(tmp_path) -> None:
     plan = make_plan([Setting(load_population_file(tmp_path / "pop.toml"))], None, quick=True)
     (label, skipped), = plan.skipped.items()
     assert set(skipped) == {"pathwise", "SPO+", "PFYL"} and "peak_avoider" in skipped["SPO+"]
+
+
+def test_reach_table_finds_the_first_checkpoint_at_the_reference_variance() -> None:
+    from trainers.benchmark_report import reach
+
+    runs = pd.DataFrame([
+        {"population": "p", "layout": "shared", "method": "PPO util", "seed": s, "variance": v, "wall_s": w,
+         "grad_steps": 100} for s, v, w in ((0, 2.0, 100.0), (1, 4.0, 300.0))] + [
+        {"population": "p", "layout": "shared", "method": "ours", "seed": s, "variance": 1.0, "wall_s": 40.0,
+         "grad_steps": 400} for s in (0, 1)])
+    curve = {0: (5.0, 3.5, 2.9, 1.0), 1: (5.0, 4.0, 3.5, 3.2)}  # seed 1 never reaches 3.0
+    curves = pd.DataFrame(
+        [{"population": "p", "layout": "shared", "method": "ours", "role": "eval", "seed": s, "checkpoint": k,
+          "wall_s": 10.0 * k, "decisions": 1000 * k, "grad_steps": 100 * k, "test_variance": v}
+         for s, vs in curve.items() for k, v in enumerate(vs)]
+        + [{"population": "p", "layout": "shared", "method": "ours", "role": "tune", "seed": 100, "checkpoint": 0,
+            "wall_s": 0.0, "decisions": 0, "grad_steps": 0, "test_variance": 0.0}])  # tuning rows have no say
+    rc = reach(runs, curves).set_index(["method", "seed"])
+    assert rc.loc[("ours", 0), "target_variance"] == 3.0 and rc.loc[("ours", 0), "ref_wall_s"] == 200.0
+    assert rc.loc[("ours", 0), "reach_wall_s"] == 20.0 and rc.loc[("ours", 0), "reach_decisions"] == 2000
+    assert rc.loc[("ours", 0), "wall_ratio"] == 0.1
+    assert math.isnan(rc.loc[("ours", 1), "reach_wall_s"])
+    assert rc.loc[("ours", 0), "s_per_step"] == 0.1 and rc.loc[("PPO util", 1), "s_per_step"] == 3.0

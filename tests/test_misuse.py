@@ -183,7 +183,8 @@ def test_mse_settings_in_a_config_file_are_refused(tmp_path, capsys) -> None:
     (["--q-values", "3", "3"], "--q-values: 3 is given twice"),
     (["--q-plus-1", "3"], "--q / --q-plus-1 do not apply to compare; accepted: the exponents q+1 as --q-values"),
     (["--q", "2"], "do not apply to compare"),
-    (["--baseline", "loo"], "does not apply to update rule 'pathwise'"),  # found before the Plain PM trains
+    (["--population", "dc-different-different-lambda", "--baseline", "loo"],
+     "does not apply to update rule 'pathwise'"),  # found before the Plain PM trains
     (["--seeds", "0", "99999999999999999999"], "seed=99999999999999999999 is not accepted"),
 ])
 def test_compare_refuses_duplicates_and_settings_that_do_not_apply(tmp_path, capsys, argv, match) -> None:

@@ -102,10 +102,11 @@ def test_new_agent_kind_trains_evaluates_and_compares_through_the_cli(user_dir, 
     table = capsys.readouterr().out
     assert "job_wash" in table or "variance" in table
     out = user_dir / "cmp"
-    assert main(["compare", "--population-file", str(pop_file), *SMALL, "--out-dir", str(out)]) == 0
+    assert main(["compare", "--population-file", str(pop_file), *SMALL, "--fine-tune-epochs", "1", "--q-values", "3",
+                 "--seeds", "0", "--out-dir", str(out)]) == 0
     summary = pd.read_csv(out / "summary.csv")
-    assert list(summary["method"]) == ["Plain PM", "Equitable PM q+1=1", "Equitable PM q+1=3"]
-    agents = pd.read_csv(next(out.glob("Plain_PM_seed0/test_agent_regret.csv")))
+    assert list(summary["method"]) == ["Plain PM", "Utilitarian PM", "Equitable PM"]
+    agents = pd.read_csv(next(out.glob("runs/shifters-spec/plain-*/agent_regret.csv")))
     assert list(agents["agent"][:4]) == ["job_wash", "job_dry", "job_heat", "job_pump"] and len(agents) == 4 + 18
 
 
@@ -258,7 +259,9 @@ def test_reproduce_grid_on_a_population_file(user_dir, capsys) -> None:
     assert main(["reproduce", "--population-file", str(user_dir / "pop.toml"), "--quick", "--q-values", "2",
                  "--backend", "sequential", "--out", str(out)]) == 0
     per_run = pd.read_csv(out / "population-shifters" / "per_run.csv")
-    assert sorted(per_run["method"]) == ["Equitable PM", "Plain PM"] and set(per_run["setting"]) == {"shifters"}
+    assert set(per_run["setting"]) == {"shifters"} and set(per_run["protocol"]) == {"time", "random"}
+    for _, g in per_run.groupby("protocol"):  # the Plain PM; the Utilitarian PM and q+1 = 2, fine-tuned and scratch
+        assert sorted(g["q_plus_1"].fillna(0)) == [0.0, 1.0, 1.0, 2.0, 2.0]
     with pytest.raises(SystemExit):
         main(["reproduce", "table1", "--population-file", str(user_dir / "pop.toml")])
     assert "give no study names" in capsys.readouterr().err

@@ -3,14 +3,27 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from trainers import cli
 from trainers.grid import collect, is_finished, run_dir, run_grid
-from trainers.reports import check_claims, write_study_report
-from trainers.studies import STUDY_NAMES, TABLE1_SETTINGS, RunSpec, study_specs
+from trainers.model_selection import select_seed, target_claims
+from trainers.reports import check_claims, write_combined, write_study_report
+from trainers.studies import (
+    FINE_TUNE_EPOCHS,
+    FINE_TUNE_LR_FACTOR,
+    STUDY_NAMES,
+    TABLE1_SETTINGS,
+    TRADEOFF_EXPONENTS,
+    RunSpec,
+    compare_specs,
+    init_path,
+    study_specs,
+)
 
 
 @pytest.mark.parametrize("name", STUDY_NAMES)
@@ -37,15 +50,16 @@ def test_table1_is_the_papers_grid():
         assert sorted(s.q_plus_1 for s in mine if s.method == "Equitable PM") == sorted(exponents)
         assert all(s.estimator == "pathwise" for s in mine if s.method == "Equitable PM")
     t4 = study_specs("table4", seeds=[0])
-    assert sorted(s.beta for s in t4 if s.method == "Equitable PM") == [0.0, 0.2, 0.8]
-    assert {s.q_plus_1 for s in t4 if s.method == "Equitable PM"} == {40.0}
+    assert sorted(s.beta for s in t4 if s.method == "Equitable PM" and s.paper_grid) == [0.0, 0.2, 0.8]
+    assert {s.q_plus_1 for s in t4 if s.method == "Equitable PM" and s.paper_grid} == {40.0}
 
 
 def test_runs_shared_between_studies_have_one_id():
     t2 = {s.run_id for s in study_specs("table2", seeds=[0])}
     t4 = {s.run_id for s in study_specs("table4", seeds=[0])}
-    # the Plain PM and beta = 0 of Table 4 are Table 2's "different agents" runs: trained once
-    assert len(t2 & t4) == 2
+    # the Plain PM, the Utilitarian PM and beta = 0 of Table 4 (fine-tuned and from scratch) are Table 2's
+    # "different agents" runs: trained once
+    assert len(t2 & t4) == 5
     quick = {s.run_id for s in study_specs("table2", seeds=[0], quick=True)}
     assert not quick & t2  # quick runs never pass for full ones
 
@@ -77,10 +91,12 @@ def test_report_only_without_runs_is_one_line_error(tmp_path, capsys):
 
 
 def _tiny(seeds=(0,)) -> list[RunSpec]:
-    """Two-epoch, one-batch versions of Table 1's first three runs per seed."""
-    out = []
+    """Two-epoch, one-batch versions of Table 1's first three runs per seed (the Plain PM and two fine-tunes)."""
+    out: list[RunSpec] = []
     for s in study_specs("table1", seeds=list(seeds), quick=True)[:3]:
         cfg = {**s.config, "epochs": 2, "max_batches": 1}
+        if s.init_run is not None:  # fine-tuned from the (shrunk) Plain PM of this list
+            cfg["init_from"] = init_path(out[0].run_id)
         out.append(dataclasses.replace(s, config=cfg))
     return out
 
@@ -112,11 +128,21 @@ def test_sequential_grid_skips_finished_runs_and_reports(tmp_path, monkeypatch):
     assert rec["test"]["variance"] == pytest.approx(float(first["per-step"].var(ddof=0)))
 
     paths = write_study_report("table1", specs, tmp_path)
-    for key in ("summary_md", "summary_csv", "claims", "distributions", "equity", "tradeoff"):
+    for key in ("summary_md", "summary_csv", "claims", "claims_csv", "selected", "distributions", "equity_time",
+                "pareto_time"):
         assert paths[key].is_file() and paths[key].stat().st_size > 0
     assert "Plain PM" in paths["summary_md"].read_text()
     claims = check_claims(runs.assign(study="table1"), "table1")
     assert {c["claim"] for c in claims} >= {"Equitable PM variance below Plain PM for every q+1"}
+    claims_csv = pd.read_csv(paths["claims_csv"])
+    assert list(claims_csv.columns) == ["study", "setting", "claim", "protocol", "split", "verdict"]
+    assert set(claims_csv["split"]) == {"test", "train"} and set(claims_csv["verdict"]) <= {"holds", "does not hold"}
+    selected = pd.read_csv(paths["selected"])
+    assert list(selected.columns) == ["study", "setting", "protocol", "method", "seed", "variance", "worst", "mean",
+                                      "mse"]
+    assert list(selected["method"]) == ["Plain PM", "Utilitarian PM", "Equitable PM"]
+    combined = write_combined(tmp_path, tmp_path / "docs")
+    assert pd.read_csv(combined["selected"]).equals(selected)
 
 
 def test_ray_grid_matches_sequential(tmp_path, monkeypatch):
@@ -131,3 +157,95 @@ def test_ray_grid_matches_sequential(tmp_path, monkeypatch):
     a, b = collect(seq, specs[:2]), collect(ray_root, specs[:2])
     pd.testing.assert_series_equal(a["variance"], b["variance"], rtol=1e-6)
     pd.testing.assert_series_equal(a["mse"], b["mse"], rtol=1e-6)
+
+
+def test_fine_tunes_start_from_the_plain_pm_of_their_seed_and_protocol(tmp_path):
+    for protocol in ("time", "random"):
+        specs = study_specs("tradeoffs", seeds=[0, 1], protocol=protocol)
+        plain = {(s.setting, s.seed): s for s in specs if s.method == "Plain PM"}
+        assert len(plain) == 12 and {s.protocol for s in specs} == {protocol}
+        for s in specs:
+            if s.method == "Plain PM":
+                assert s.init_run is None and s.config["objective"] == "mse"
+                continue
+            p = plain[(s.setting, s.seed)]
+            assert s.config["protocol"] == protocol
+            if s.init_run is None:  # ranking agents: each exponent also from scratch, lr / sqrt(q+1), not in claims
+                assert s.config["lr"] == pytest.approx(p.config["lr"] / math.sqrt(s.q_plus_1))
+                assert s.config["epochs"] == p.config["epochs"] and not s.paper_grid
+                continue
+            assert s.init_run == p.run_id
+            assert s.config["lr"] == pytest.approx(FINE_TUNE_LR_FACTOR * p.config["lr"])
+            assert s.config["epochs"] == FINE_TUNE_EPOCHS
+        # every setting has its Utilitarian PM (q+1 = 1) beside the Equitable PMs
+        for key in plain:
+            assert {s.q_plus_1 for s in specs if (s.setting, s.seed) == key and s.method == "Equitable PM"} == \
+                set(TRADEOFF_EXPONENTS)
+    # the grid root is resolved at run time, so a run's id does not depend on where the grid lives
+    ft = next(s for s in study_specs("phone", seeds=[0]) if s.init_run)
+    assert ft.train_config(tmp_path).init_from == str(tmp_path / "runs" / ft.init_run / "model.pt")
+    assert ft.train_config().init_from == init_path(ft.init_run)
+    # Table 2's grid gets the Utilitarian PM for model selection, kept out of the paper's claims
+    t2 = study_specs("table2", seeds=[0])
+    assert [s.q_plus_1 for s in t2 if not s.paper_grid and s.init_run] == [1.0, 1.0]
+    # data centers: fine-tunes only (from scratch measured worse than the Plain PM on validation)
+    assert all(s.init_run for s in study_specs("table1", seeds=[0]) if s.method == "Equitable PM")
+
+
+def _row(method, q, val, test, run_id, init=None, beta=0.0):
+    """A collect() row: validation and held-out (variance, worst, mean)."""
+    return {"study": "s", "setting": "x", "protocol": "time", "seed": 0, "method": method, "q_plus_1": q,
+            "beta": beta, "run_id": run_id, "init_run": init, "lr": 1e-3, "selected_epoch": 3,
+            **dict(zip(("val_variance", "val_worst", "val_mean"), val)), "val_mse": 1.0,
+            **dict(zip(("variance", "worst", "mean"), test)), "mse": 1.0, "c95_c5": 1.0}
+
+
+def test_model_selection_reads_validation_only_with_the_mean_guard():
+    plain = _row("Plain PM", np.nan, (4.0, 20.0, 10.0), (4.0, 20.0, 10.0), "p")
+    util = _row("Equitable PM", 1.0, (3.0, 15.0, 8.0), (3.0, 15.0, 8.0), "u", "p")
+    # q+1 = 5: admissible (mean 8.3 <= 1.05 * 8), best validation worst among the admissible; bad held out
+    e5 = _row("Equitable PM", 5.0, (2.0, 12.0, 8.3), (9.0, 30.0, 12.0), "e5", "p")
+    # q+1 = 20: lower validation worst but 12.5 % more mean regret than the Utilitarian PM: not admissible
+    e20 = _row("Equitable PM", 20.0, (1.0, 10.0, 9.0), (0.5, 5.0, 7.0), "e20", "p")
+    chosen = {r["method"]: r for r in select_seed(pd.DataFrame([plain, util, e5, e20]))}
+    assert chosen["Plain PM"]["run_id"] == "p"
+    assert chosen["Utilitarian PM"]["run_id"] == "u"
+    assert chosen["Equitable PM"]["run_id"] == "e5" and chosen["Equitable PM"]["worst"] == 30.0  # held-out numbers
+    # fine-tunes that are worse than their starting point on validation are not deployed: epoch 0 wins
+    worse = [_row("Equitable PM", 1.0, (5.0, 25.0, 11.0), (1.0, 1.0, 1.0), "u", "p"),
+             _row("Equitable PM", 5.0, (5.0, 24.0, 10.4), (1.0, 1.0, 1.0), "e5", "p")]
+    chosen = {r["method"]: r for r in select_seed(pd.DataFrame([plain, *worse]))}
+    assert chosen["Utilitarian PM"]["start"] and chosen["Utilitarian PM"]["epoch"] == 0
+    assert chosen["Equitable PM"]["start"] and chosen["Equitable PM"]["worst"] == 20.0
+
+
+def test_targets_on_selected_models():
+    rows = []
+    for seed, noise in ((0, 0.0), (1, 0.1), (2, -0.1)):
+        for method, (var, worst, mean) in {"Plain PM": (4.0, 20.0, 10.0), "Utilitarian PM": (3.0, 15.0, 8.0),
+                                           "Equitable PM": (2.0, 12.0, 8.2)}.items():
+            rows.append({"study": "s", "setting": "x", "protocol": "time", "method": method, "seed": seed,
+                         "variance": var + noise, "worst": worst + noise, "mean": mean, "mse": 1.0, "c95_c5": 1.0,
+                         "start": False})
+    verdicts = {c["claim"].split(":")[1].strip()[:40]: c["verdict"] for c in target_claims(pd.DataFrame(rows))}
+    assert set(verdicts.values()) == {"holds"} and len(verdicts) == 3
+    # mean regret 10 % above the Utilitarian PM's: the trade-off target fails, the others hold
+    for r in rows:
+        if r["method"] == "Equitable PM":
+            r["mean"] = 8.8
+    both = [c for c in target_claims(pd.DataFrame(rows)) if "Utilitarian" in c["claim"]]
+    assert [c["verdict"] for c in both] == ["does not hold"] and "mean ratio 1.100" in both[0]["evidence"]
+
+
+def test_compare_gives_rule_settings_to_the_fine_tunes_and_epochs_to_the_plain_pm():
+    specs = compare_specs({"population": "phone", "lr": 1e-2, "epochs": 3, "estimator": "eq_ppo", "num_samples": 2,
+                           "batch_size": 16}, q_values=[5.0], seeds=[0], fine_tune_epochs=2)
+    plain, *fine = specs
+    assert plain.config["objective"] == "mse" and plain.config["lr"] == 1e-2 and plain.config["epochs"] == 3
+    assert plain.config["estimator"] == "auto" and plain.config["batch_size"] == 16
+    fine = [s for s in fine if s.init_run]
+    assert [s.q_plus_1 for s in fine] == [1.0, 5.0]  # the Utilitarian PM is always trained
+    for s in fine:
+        assert s.config["estimator"] == "eq_ppo" and s.config["num_samples"] == 2 and s.config["epochs"] == 2
+        assert s.config["lr"] == pytest.approx(1e-3) and s.config["batch_size"] == 16
+        assert s.init_run == plain.run_id

@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -174,8 +175,44 @@ def test_cli_layout_split_form_credit_flags_reach_the_run_and_evaluate_reads_the
 
 
 def test_cli_compare_trains_and_scores_in_the_given_layout(tmp_path, capsys) -> None:
-    assert main(["compare", "--population", "phone", "--layout", "chunked", "--q-values", "1", "--epochs", "1",
-                 "--max-batches", "1", "--batch-size", "8", "--out-dir", str(tmp_path)]) == 0
-    for run in ("Plain_PM_seed0", "Equitable_PM_qp11_seed0"):
-        assert json.loads((tmp_path / run / "config.json").read_text())["layout"] == "chunked"
-    assert "chunked layout, time split" in capsys.readouterr().out
+    assert main(["compare", "--population", "phone", "--layout", "chunked", "--q-values", "3", "--epochs", "1",
+                 "--fine-tune-epochs", "1", "--max-batches", "1", "--batch-size", "8", "--seeds", "0",
+                 "--out-dir", str(tmp_path)]) == 0
+    configs = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("*/*/config.json"))]
+    assert len(configs) == 5 and {c["layout"] for c in configs} == {"chunked"}
+    # the Utilitarian (q+1 = 1) and Equitable PMs are fine-tuned from the Plain PM's model.pt, and trained from scratch
+    plain = next(p for p in (tmp_path / "runs").glob("*/plain-*"))
+    assert sorted(str(c["init_from"]) for c in configs if c["objective"] == "equitable") == \
+        sorted(["None", "None", str(plain / "model.pt"), str(plain / "model.pt")])
+    out = capsys.readouterr().out
+    assert "chunked layout, time split" in out
+    summary = pd.read_csv(tmp_path / "summary.csv")
+    assert list(summary["method"]) == ["Plain PM", "Utilitarian PM", "Equitable PM"]
+
+
+def test_cli_compare_refuses_what_it_cannot_honour(tmp_path, capsys) -> None:
+    for extra, words in ((["--q-plus-1", "3"], "--q-values"), (["--val-fraction", "0"], "validation"),
+                         (["--init-from", "x.pt"], "its own Plain PM")):
+        with pytest.raises(SystemExit) as exc:
+            main(["compare", "--population", "phone", *extra, "--out-dir", str(tmp_path / "c")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert words in err and err.count("\n") == 1
+    assert not (tmp_path / "c").exists()
+
+
+def test_metrics_log_the_epochs_learning_rate_and_comparable_raw_regrets() -> None:
+    """Issue 10's reporting fixes: ``lr`` is the rate used in the epoch (before StepLR steps), and ``mean_regret``
+    is the raw regret of the deterministic prediction for every objective (the mixed population weights its
+    data centers 10x in the objective, not in the log)."""
+    small = {"backbone": "mlp", "backbone_kwargs": {"hidden": [8]}}
+    common = dict(population="mixed", epochs=3, max_batches=1, batch_size=16, step_size=1, lr_gamma=0.5,
+                  val_fraction=0.0, model=small)
+    plain = train(TrainConfig(objective="mse", lr=1e-3, **common))
+    assert [h["lr"] for h in plain.history] == pytest.approx([1e-3, 5e-4, 2.5e-4])
+    # at a vanishing learning rate both objectives see the same model: their logged regrets must agree
+    tiny = dict(common, lr=1e-12, epochs=1)
+    equitable = dict(objective="equitable", q_plus_1=3, num_samples=2, baseline="loo")
+    rows = [train(TrainConfig(**settings, **tiny)).history[0] for settings in ({"objective": "mse"}, equitable)]
+    assert rows[0]["mean_regret"] == pytest.approx(rows[1]["mean_regret"], rel=1e-6)
+    assert rows[0]["max_agent_regret"] == pytest.approx(rows[1]["max_agent_regret"], rel=1e-6)

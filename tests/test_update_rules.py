@@ -261,7 +261,8 @@ def test_apply_gradients_refuses_non_finite_gradients_before_stepping() -> None:
 
 # --------------------------------------------------------------------------- configuration
 def test_rule_settings_are_validated_before_training() -> None:
-    assert set(RULES) == {"mse", "pathwise", "reinforce_paper", "reinforce_weighted", "eq_ppo"}
+    assert set(RULES) == {"mse", "pathwise", "reinforce_paper", "reinforce_paper_combined", "reinforce_weighted",
+                          "eq_ppo"}
     for bad, msg in [({"estimator": "eq_ppo", "update": {"epochz": 2}}, "unknown setting\\(s\\) epochz"),
                      ({"estimator": "eq_ppo", "update": {"clip_range": 0}}, "clip_range=0"),
                      ({"estimator": "eq_ppo", "update": {"weight_rate": 1.5}}, "weight_rate"),

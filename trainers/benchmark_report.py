@@ -14,6 +14,10 @@ Files written into the output directory:
 * ``baselines_grid.csv`` -- the tuning grid of every method, each point's
   validation score and the choice;
 * ``baselines_summary.csv`` and ``baselines.md`` -- mean ± std over seeds;
+* ``baselines_reach.csv`` -- per reported run, the training wall time, agent-decisions and gradient steps
+  at the first checkpoint whose held-out variance is at or below the reference method's (``PPO util``)
+  reported held-out variance (mean over seeds), beside the reference's own training wall time; and the
+  training wall time per gradient step;
 * ``baselines_curves_<setting>.png`` -- held-out variance and mean regret
   against agent-decisions, clock positions and training wall time.
 """
@@ -30,6 +34,7 @@ from trainers.benchmark import METRICS, Group, Plan, best_criterion, finished_re
 
 HEADS = {"variance": "variance", "mean": "mean regret", "c95_c5": "C95 − C5", "worst": "worst agent", "mse": "MSE"}
 COUNTS = ("positions", "decisions", "grad_steps", "wall_s")
+REFERENCE = "PPO util"  # the method whose reported held-out variance the reach table measures time to
 
 
 def hp_text(hp: dict[str, Any]) -> str:
@@ -99,6 +104,59 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def reach(runs: pd.DataFrame, curves: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
+    """Per reported run: how soon its held-out variance first reaches ``reference``'s reported one.
+
+    The target of a setting is the mean over seeds of the reference's reported held-out variance (its
+    checkpoint chosen on validation). A run's ``reach_*`` counts are those of its first checkpoint at or
+    below the target (NaN where none is): the test split is only read, never used to choose anything,
+    and the resolution is the checkpoint spacing (the budget's even fractions), so a reach time is an
+    upper bound. ``ref_wall_s`` is the reference's whole training wall time (mean over its seeds) and
+    ``wall_ratio`` = ``reach_wall_s / ref_wall_s``. ``s_per_step`` is the run's training wall time per
+    gradient step (rollout collection included).
+    """
+    if runs.empty or curves.empty or reference not in set(runs["method"]):
+        return pd.DataFrame()
+    rows = []
+    for (pop, layout), d in runs.groupby(["population", "layout"], sort=False):
+        ref = d[d["method"] == reference]
+        if ref.empty:
+            continue
+        target, ref_wall = float(ref["variance"].mean()), float(ref["wall_s"].mean())
+        ev = curves[(curves["population"] == pop) & (curves["layout"] == layout) & (curves["role"] == "eval")]
+        for r in d.itertuples():
+            c = ev[(ev["method"] == r.method) & (ev["seed"] == r.seed)].sort_values("checkpoint")
+            hit = c[c["test_variance"] <= target]
+            first = hit.iloc[0] if len(hit) else None
+            rows.append({"population": pop, "layout": layout, "method": r.method, "seed": r.seed,
+                         "target_variance": target, "ref_wall_s": ref_wall,
+                         **{f"reach_{k}": float(first[k]) if first is not None else math.nan
+                            for k in ("wall_s", "decisions", "grad_steps")},
+                         "wall_ratio": float(first["wall_s"]) / ref_wall if first is not None and ref_wall > 0
+                         else math.nan,
+                         "s_per_step": r.wall_s / r.grad_steps if r.grad_steps else math.nan})
+    return pd.DataFrame(rows)
+
+
+def _reach_table(rc: pd.DataFrame) -> list[str]:
+    if rc.empty:
+        return []
+    lines = [f"Time to reach {REFERENCE}'s held-out variance ({rc['target_variance'].iloc[0]:.4g}, its mean over "
+             f"seeds; its training took {rc['ref_wall_s'].iloc[0]:.1f} s): the first checkpoint at or below it "
+             "(median over seeds; `—` where a seed never reaches it; resolution: the checkpoint spacing), and the "
+             "training wall time per gradient step:", "",
+             "| method | seeds reaching | wall (s) | ÷ reference's wall | agent-decisions | ms per grad step |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for method, d in rc.groupby("method", sort=False):
+        ok = d.dropna(subset=["reach_wall_s"])
+        every = len(ok) == len(d)  # a median over the seeds that reach it alone would flatter the method
+        wall, ratio, dec = ((f"{ok['reach_wall_s'].median():.3g}", f"{ok['wall_ratio'].median():.3g}",
+                             f"{ok['reach_decisions'].median():,.0f}") if every else ("—", "—", "—"))
+        lines.append(f"| {method} | {len(ok)} of {len(d)} | {wall} | {ratio} | {dec} | "
+                     f"{1e3 * d['s_per_step'].median():.3g} |")
+    return lines
+
+
 def fmt(mean: float, std: float) -> str:
     """``mean ± std`` with 4 significant digits for the mean (small values stay readable: 2.1e-05 ± 3e-06)."""
     if not math.isfinite(mean):
@@ -123,6 +181,7 @@ def _table(runs: pd.DataFrame, title: str) -> list[str]:
 def markdown(plan: Plan, tables: dict[str, pd.DataFrame]) -> str:
     """The benchmark's tables as Markdown, one section per setting."""
     runs, inputs, grid = tables["runs"], tables["runs_equal_inputs"], tables["grid"]
+    rc = tables.get("reach", pd.DataFrame())
     lines = [f"Budget {plan.budget:,} agent-decisions per run; checkpoints at the initial model and {plan.checkpoints} "
              f"even fractions of the budget (and at P*); reported seeds {' '.join(map(str, plan.seeds))}, tuned on "
              f"seed {plan.tune_seed}; mean ± std over seeds (ddof 0); held-out test split, per-step protocol, at each "
@@ -139,6 +198,9 @@ def markdown(plan: Plan, tables: dict[str, pd.DataFrame]) -> str:
         p_star = int(inputs.loc[isel, "inputs_budget"].iloc[0])
         lines += _table(inputs[isel], f"At equal inputs (the first P* = {p_star:,} clock positions; counts are "
                                       "those spent within them):") + [""]
+        rsel = (rc["population"] == s.name) & (rc["layout"] == s.layout) if not rc.empty else None
+        if rsel is not None and rsel.any():
+            lines += _reach_table(rc[rsel]) + [""]
         lines += ["<details><summary>Per-seed rows (equal agent-decisions)</summary>", "",
                   "| method | seed | " + " | ".join(HEADS[k] for k in METRICS)
                   + " | positions | agent-decisions | grad steps | train wall (s) | note |",
@@ -225,9 +287,11 @@ def write_report(plan: Plan, root: str | Path, out: str | Path) -> dict[str, Pat
     tables = collect(plan, root)
     if tables["runs"].empty:
         raise RuntimeError(f"no finished reported runs under {Path(root) / 'runs'}")
+    tables["reach"] = reach(tables["runs"], tables["curves"])
     paths = {}
     for key, name in (("runs", "baselines_runs.csv"), ("runs_equal_inputs", "baselines_runs_equal_inputs.csv"),
-                      ("curves", "baselines_curves.csv"), ("grid", "baselines_grid.csv")):
+                      ("curves", "baselines_curves.csv"), ("grid", "baselines_grid.csv"),
+                      ("reach", "baselines_reach.csv")):
         paths[key] = out / name
         tables[key].to_csv(paths[key], index=False)
     paths["summary"] = out / "baselines_summary.csv"

@@ -2,7 +2,7 @@
 
     eqpm train --population dc-different-different-lambda --q-plus-1 3 --epochs 300 --run-dir runs/eq3
     eqpm evaluate runs/eq3/model.pt runs/plain/model.pt --population dc-different-different-lambda
-    eqpm compare                       # the main job: Plain PM vs Equitable PM on the data centers
+    eqpm compare                       # the main job: Plain, Utilitarian and Equitable PMs on EV home slots
     eqpm reproduce table1 --quick      # a paper study as a grid of runs (on local Ray), tables and plots
     eqpm benchmark --population ev-similar --quick   # ours against SB3 and decision-focused baselines
     eqpm train --population-file my_population.toml --run-dir runs/mine   # your own agents and data
@@ -22,12 +22,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
+import torch
 
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
@@ -41,16 +42,31 @@ from trainers.config import EQUITABLE_ONLY, ESTIMATOR_CHOICES, OBJECTIVES, SCALE
 from trainers.errors import DivergenceError
 from trainers.estimators import BASELINES, CREDITS
 from trainers.evaluation import PROTOCOLS, evaluate
-from trainers.grid import BACKENDS, run_grid
+from trainers.grid import BACKENDS, collect, run_grid
+from trainers.model_selection import method_summary, select_models, selected_markdown, target_claims
 from trainers.networks import load_public_model
 from trainers.objectives import FORMS
-from trainers.reports import STUDY_TITLES, write_study_report
+from trainers.reports import STUDY_TITLES, write_combined, write_study_report
 from trainers.rundir import RunDirError, check_output_dir, check_output_file, last_epochs
 from trainers.selection import CRITERIA, GUARD_METRICS
-from trainers.studies import DEFAULT_SEEDS, QUICK, STUDY_LAYOUT, STUDY_NAMES, population_study_specs, study_specs
+from trainers.studies import (
+    DEFAULT_SEEDS,
+    FINE_TUNE_EPOCHS,
+    PLAIN_EPOCHS,
+    QUICK,
+    STUDY_LAYOUT,
+    STUDY_NAMES,
+    compare_specs,
+    population_study_specs,
+    study_specs,
+)
 from trainers.training import build_update_rule, train
 
-TABLE_COLUMNS = ["variance", "mean", "c95_c5", "worst", "mse", "entropy_ratio", "jain"]
+#: The main job's population, grid and exponents: a real, stationary trade-off on a shared input, where the
+#: Equitable PM beat both the Plain and the Utilitarian PM on held-out months (docs/tradeoffs.md, docs/results.md).
+COMPARE_POPULATION = "ev-home-slots"
+COMPARE_REGION = "ERCO"
+COMPARE_EXPONENTS = (1.0, 5.0, 20.0)
 #: Settings that say which population (and which split of it) a run is trained and scored on.
 POPULATION_SETTINGS = ("population", "region", "preset", "layout", "protocol", "val_fraction", "split_seed")
 
@@ -208,11 +224,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="'per-step' decisions (default) or the released code's one averaged forecast")
     e.add_argument("--out", type=Path, help="write the table to this CSV (and per-agent regrets beside it)")
 
-    c = sub.add_parser("compare", help="the main job: train Plain PM and Equitable PM and print the comparison")
+    c = sub.add_parser("compare", help="the main job: Plain, Utilitarian and Equitable PMs, chosen on validation, "
+                                       "compared on held-out months",
+                       description="Per seed: the Plain PM (MSE), then the Utilitarian PM (q+1 = 1) and Equitable PMs "
+                                   "(--q-values) fine-tuned from it at a tenth of its learning rate (for agents that "
+                                   "rank predictions also each trained from scratch at its rate / sqrt(q+1)); every "
+                                   "run keeps its best validation epoch, and per seed the model standing for each method is "
+                                   "chosen on the validation split (trainers/model_selection.py). Prints each "
+                                   "method's held-out point. Defaults: the studies' budget (docs/results.md) on "
+                                   f"{COMPARE_POPULATION} ({COMPARE_REGION}), a population with a real trade-off "
+                                   "(docs/tradeoffs.md).")
     _add_train_options(c, with_objective=False)
-    c.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1", default=[1.0, 3.0],
-                   help="exponents q+1 of the Equitable PMs to train (default: 1 3)")
-    c.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds; the table reports mean ± std (default 0)")
+    c.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1",
+                   default=list(COMPARE_EXPONENTS),
+                   help="exponents q+1 of the Equitable PMs; q+1 = 1 (the Utilitarian PM) is always trained "
+                        f"(default: {' '.join(f'{q:g}' for q in COMPARE_EXPONENTS)})")
+    c.add_argument("--fine-tune-epochs", type=int, dest="fine_tune_epochs", default=FINE_TUNE_EPOCHS,
+                   help=f"epochs of each fine-tune from the Plain PM (default {FINE_TUNE_EPOCHS}; --epochs sets "
+                        f"the Plain PM's, default {PLAIN_EPOCHS})")
+    c.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
+                   help="seeds; the table reports mean ± std (default 0 1 2)")
     c.add_argument("--out-dir", type=Path, default=Path("runs/compare"),
                    help="where runs and the table go (default runs/compare)")
     r = sub.add_parser("reproduce", help="run a study of the paper (or beyond it) as a grid of runs; tables and plots",
@@ -227,10 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quick", action="store_true",
                    help=f"smoke-size runs ({QUICK['epochs']} epochs of at most {QUICK['max_batches']} batches, seed 0)")
     r.add_argument("--seeds", type=int, nargs="+", help="seeds (default 0 1 2; --quick: 0)")
-    r.add_argument("--layout", choices=LAYOUTS, default=STUDY_LAYOUT,
-                   help=f"time layout of every run (default {STUDY_LAYOUT}, the paper's; 'chunked': the variant)")
-    r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, default="time", dest="protocol",
-                   help="'time' (default) or the paper's 'random' per-agent partition (App. A.3.1)")
+    r.add_argument("--layout", choices=LAYOUTS,
+                   help=f"time layout of every run (default {STUDY_LAYOUT}, the paper's; 'chunked': the variant; "
+                        "a population file sets its own)")
+    r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, nargs="+", default=list(SPLIT_PROTOCOLS),
+                   dest="protocol", help="'time' (held-out months after the training months) and/or the paper's "
+                                         "'random' per-agent partition (App. A.3.1); default: both")
     r.add_argument("--out", type=Path, help="root of run directories and reports (default runs/reproduce, "
                                             "--quick: runs/reproduce-quick)")
     r.add_argument("--figures-dir", type=Path, dest="figures_dir", help="where the PNG plots go (default beside "
@@ -415,17 +448,25 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def summarize(rows: list[dict[str, Any]]) -> pd.DataFrame:
-    """Mean ± std over seeds of the equity metrics, one row per method."""
-    df = pd.DataFrame(rows)
-    out = []
-    for method, g in df.groupby("method", sort=False):
-        r: dict[str, Any] = {"method": method, "seeds": len(g)}
-        for c in TABLE_COLUMNS:
-            m = g[c].mean()
-            r[c] = f"{m:.4g} ± {g[c].std(ddof=1):.2g}" if len(g) > 1 else f"{m:.4g}"
-        out.append(r)
-    return pd.DataFrame(out)
+def _given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig settings the command line (and --config) gives, validated, without defaults filled in."""
+    cfg = _config_from_args(args)  # validates every flag before anything is written
+    data: dict[str, Any] = {}
+    if getattr(args, "config", None):
+        data = TrainConfig.from_json(args.config).to_dict()
+        if data.get("init_from"):
+            raise CLIError(f"--config {args.config}: init_from does not apply to compare, which fine-tunes from its "
+                           "own Plain PM")
+        defaults = TrainConfig().to_dict()  # a setting left at its default is not given: the studies' budget applies
+        data = {k: v for k, v in data.items() if v != defaults[k] and k not in ("objective", "q", "seed")}
+    data["population"] = cfg.population
+    for key in ("region", "preset", "estimator", "baseline", "num_samples", "epochs", "batch_size", "lr",
+                "max_batches", "checkpoint_every", "scale", "scale_final", "credit", "form", "beta", "layout",
+                "protocol", "val_fraction", "split_seed", "selection", "patience", "accuracy_guard", "guard_metric",
+                "guard_reference", "update"):
+        if getattr(args, key, None) is not None:
+            data[key] = getattr(cfg, key)
+    return data
 
 
 def _distinct(values: list, flag: str) -> None:
@@ -441,49 +482,68 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.q is not None or args.q_plus_1 is not None:
         raise CLIError("--q / --q-plus-1 do not apply to compare; accepted: the exponents q+1 as --q-values, "
                        "e.g. --q-values 1 3 10")
-    epochs = args.epochs if args.epochs is not None else 150
-    base = _config_from_args(args, epochs=epochs)  # validates every flag before anything is written
+    if args.init_from is not None:
+        raise CLIError("--init-from does not apply to compare, which fine-tunes from its own Plain PM; use it with "
+                       "'eqpm train'")
+    if args.fine_tune_epochs < 1:
+        raise CLIError(f"--fine-tune-epochs {args.fine_tune_epochs} is not accepted; accepted: an integer >= 1")
     for qp1 in args.q_values:
         if not qp1 >= 1:
             raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
     _distinct(args.seeds, "--seeds")
     _distinct(args.q_values, "--q-values")
+    settings = _given_settings(args)
+    if getattr(args, "population", None) is None and getattr(args, "population_file", None) is None \
+            and not getattr(args, "config", None):  # the main job: a population with a real trade-off
+        settings["population"] = COMPARE_POPULATION
+        settings.setdefault("region", COMPARE_REGION)
+    try:
+        specs = compare_specs(settings, args.q_values, args.seeds, fine_tune_epochs=args.fine_tune_epochs)
+    except ValueError as exc:
+        raise CLIError(str(exc)) from None
+    first = specs[0].train_config()
+    if first.val_fraction == 0:
+        raise CLIError("--val-fraction 0 is not accepted by compare, which selects every model on the validation "
+                       "split; accepted: a number in (0, 0.5)")
+    train_pop = first.build_population("train")
+    for spec in specs:  # every run's settings are checked before the first one trains (e.g. the rule 'auto' picks)
+        build_update_rule(spec.train_config(), train_pop)
     check_output_dir(args.out_dir, "--out-dir")
-    plain = {k: v for k, v in base.to_dict().items() if k not in (*EQUITABLE_ONLY, "update")}
-    runs: list[tuple[int, str, TrainConfig]] = []  # every run's settings are checked before the first one trains
-    for seed in args.seeds:
-        runs.append((seed, "Plain PM", TrainConfig.from_dict({**plain, "objective": "mse", "seed": seed})))
-        for qp1 in args.q_values:
-            d = {**base.to_dict(), "objective": "equitable", "seed": seed}
-            d.pop("q")
-            runs.append((seed, f"Equitable PM q+1={qp1:g}", TrainConfig.from_dict({**d, "q_plus_1": qp1})))
-    train_pop = base.build_population("train")
-    for _, _, cfg in runs:  # settings that depend on the population (the rule estimator 'auto' picks)
-        build_update_rule(cfg, train_pop)
-    test_pop = base.build_population("test")
-    rows = []
+    threads = torch.get_num_threads()
+    if not os.environ.get("EQPM_THREADS"):  # small models: one thread is faster than two contending (measured)
+        torch.set_num_threads(1)
     t0 = time.perf_counter()
-    for seed, method, cfg in runs:
-        tag = method.replace(" ", "_").replace("=", "").replace("+", "p")
-        try:
-            res = train(cfg, args.out_dir / f"{tag}_seed{seed}", progress=False)
-        except KeyboardInterrupt:
-            raise Interrupted(f"interrupted in run {tag}_seed{seed}; run the same command again to resume "
-                              f"(finished runs are not retrained)") from None
-        table = evaluate({method: res.model}, test_pop,
-                         agents_csv_path=args.out_dir / f"{tag}_seed{seed}" / "test_agent_regret.csv")
-        rows.append({"method": method, "seed": seed, **table.iloc[0].to_dict()})
-        print(f"[{time.perf_counter() - t0:6.1f}s] seed {seed} {method}: variance {rows[-1]['variance']:.4g}, "
-              f"mean {rows[-1]['mean']:.4g}, C95-C5 {rows[-1]['c95_c5']:.4g}, MSE {rows[-1]['mse']:.4g}",
-              file=sys.stderr)
-    pd.DataFrame(rows).to_csv(args.out_dir / "per_seed.csv", index=False)
-    summary = summarize(rows)
+    try:
+        run_grid(specs, args.out_dir, backend="sequential", progress=True)
+    except KeyboardInterrupt:
+        raise Interrupted("interrupted; run the same command again to resume (finished runs are kept, the "
+                          "interrupted one resumes from its checkpoint)") from None
+    finally:
+        torch.set_num_threads(threads)
+    runs = collect(args.out_dir, specs)
+    runs["study"] = "compare"
+    runs.to_csv(args.out_dir / "per_run.csv", index=False)
+    selected = select_models(runs)
+    selected.to_csv(args.out_dir / "selected.csv", index=False)
+    summary = method_summary(selected)
     summary.to_csv(args.out_dir / "summary.csv", index=False)
-    where = f"{base.region}, preset {base.preset}" if isinstance(base.population, str) else \
-        f"spec {base.population.get('source', '(dict)')}"
-    print(f"Held-out ({test_pop.split}) per-agent regret, population {base.population_name}, {where}, "
-          f"{test_pop.layout} layout, {base.protocol} split, {epochs} epochs, seeds {args.seeds}:")
-    print(summary.to_string(index=False))
+    where = f"{first.region}, preset {first.preset}" if isinstance(first.population, str) else \
+        f"spec {first.population.get('source', '(dict)')}"
+    scratch = any(s.method != "Plain PM" and s.init_run is None for s in specs)
+    print(f"\nPopulation {first.population_name} ({where}), {first.layout} layout, {first.protocol} split, seeds "
+          f"{args.seeds}; Plain PM {first.epochs} epochs, Utilitarian (q+1 = 1) and Equitable PMs (q+1 in "
+          f"{', '.join(f'{q:g}' for q in args.q_values if q > 1) or 'none'}) fine-tuned from it for "
+          f"{args.fine_tune_epochs} epochs" + (f" and trained from scratch at lr / sqrt(q+1) for {first.epochs}"
+                                                if scratch else "")
+          + f"; every model chosen on the validation split ({time.perf_counter() - t0:.0f} s).")
+    print("Held-out (test split) per-agent regret, mean ± std over seeds:\n")
+    print(selected_markdown(selected))
+    verdicts = target_claims(selected)
+    for c in verdicts:
+        if c["claim"].startswith("Target: selected Equitable PM below the Plain and"):
+            print(f"\nEquitable PM below both the Plain and the Utilitarian PM on variance and worst agent, with mean "
+                  f"regret within 5 % of the Utilitarian's: {c['verdict']}.")
+    print(f"Runs, per-run and per-seed tables under {args.out_dir}.")
     return 0
 
 
@@ -496,6 +556,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
         raise CLIError(f"no study given; accepted: {', '.join(STUDY_NAMES)}, all, or --population-file FILE")
     if spec is None and args.q_values:
         raise CLIError("--q-values applies to --population-file only")
+    if spec is not None and args.layout is not None:
+        raise CLIError("--layout does not apply to --population-file; accepted: set 'layout' in the file")
     names = list(STUDY_NAMES) if "all" in args.studies else list(dict.fromkeys(args.studies))
     for n in names:
         if n not in STUDY_NAMES:
@@ -515,10 +577,12 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             if not qp1 >= 1:
                 raise CLIError(f"--q-values: {qp1} is not accepted; accepted: exponents q+1 >= 1")
         names = [f"population-{spec['name']}"]
-        specs = {names[0]: population_study_specs(spec, seeds, quick=args.quick,
-                                                  q_values=tuple(args.q_values or (1.0, 3.0)), protocol=args.protocol)}
+        specs = {names[0]: [s for p in dict.fromkeys(args.protocol) for s in population_study_specs(
+            spec, seeds, quick=args.quick, q_values=tuple(args.q_values or (1.0, 3.0)), protocol=p)]}
     else:
-        specs = {n: study_specs(n, seeds, quick=args.quick, layout=args.layout, protocol=args.protocol) for n in names}
+        specs = {n: [s for p in dict.fromkeys(args.protocol)
+                     for s in study_specs(n, seeds, quick=args.quick, layout=args.layout or STUDY_LAYOUT,
+                                             protocol=p)] for n in names}
     t0 = time.perf_counter()
     if not args.report_only:
         try:
@@ -534,6 +598,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
             raise CLIError(f"{exc}; run 'eqpm reproduce {n}' without --report-only first") from None
         print(paths["summary_md"].read_text())
         print(paths["claims"].read_text())
+    combined = write_combined(out, args.figures_dir or out)
+    print(f"claims of every reported study: {combined['claims']}; selected models: {combined['selected']}")
     print(f"wall time {time.perf_counter() - t0:.0f} s; tables and plots under {out}"
           + (f" and {args.figures_dir}" if args.figures_dir else ""))
     return 0

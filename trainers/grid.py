@@ -67,8 +67,10 @@ def samples_per_epoch(cfg: Any, num_agents: int, num_steps: int) -> int:
     return positions * num_agents * per_input
 
 
-def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1) -> dict[str, Any]:
+def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1, progress: bool = False) -> dict[str, Any]:
     """Train (or resume) and evaluate one run; returns the result record (also used as the Ray task).
+
+    ``progress`` shows the run's epoch bar (the sequential backend's).
 
     Imports are local so that a Ray worker pays for them once per process.
     """
@@ -82,14 +84,15 @@ def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1) -> di
         torch.set_num_threads(threads)
         os.environ["EQPM_THREADS"] = str(threads)
     spec = RunSpec.from_dict(spec_dict)
-    cfg = spec.train_config()
+    cfg = spec.train_config(root)
     out = run_dir(Path(root), spec)
     t0 = time.perf_counter()
-    res = train(cfg, out, resume=True, progress=False, tensorboard=False)
+    res = train(cfg, out, resume=True, progress=progress, tensorboard=False)
     train_s = sum(h["seconds"] for h in res.history)
     train_pop = cfg.build_population("train")
     test = cfg.build_population("test")
     record: dict[str, Any] = {**spec.to_dict(), "train_seconds": train_s, "epochs_run": len(res.history),
+                              "selected_epoch": res.selected_epoch, "init_run": spec.init_run,
                               "samples": samples_per_epoch(cfg, train_pop.num_agents, train_pop.num_steps)
                               * len(res.history),
                               "final_train_eq_loss": res.history[-1]["eq_loss"] if res.history else None,
@@ -100,6 +103,8 @@ def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1) -> di
         record[key] = equity_metrics(regrets, test.agent_names, mse)
         agents[protocol] = regrets.tolist()
     record["train"] = _train_split_metrics(res.model, train_pop)
+    if cfg.val_fraction > 0:  # the numbers model selection across configurations reads (never the test split's)
+        record["val"] = _train_split_metrics(res.model, cfg.build_population("val"))
     record["agent_names"] = list(test.agent_names)
     record["agent_regret"] = agents
     record["wall_seconds"] = time.perf_counter() - t0
@@ -107,7 +112,7 @@ def execute(spec_dict: dict[str, Any], root: str, threads: int | None = 1) -> di
 
 
 def _train_split_metrics(model: Any, train_pop: Any) -> dict[str, Any]:
-    """Per-step equity metrics on the training split (to tell fitting from generalising)."""
+    """Per-step equity metrics on the training (or validation) split: to tell fitting from generalising."""
     from trainers.evaluation import agent_regrets
     from trainers.metrics import equity_metrics
 
@@ -127,7 +132,7 @@ def add_train_metrics(root: str | Path, specs: Sequence[RunSpec]) -> int:
         rec = json.loads(p.read_text())
         if "train" in rec:
             continue
-        cfg = s.train_config()
+        cfg = s.train_config(root)
         pop = cfg.build_population("train")
         rec["train"] = _train_split_metrics(load_public_model(p.parent / "model.pt"), pop)
         tmp = p.with_name(RESULT_FILE + ".tmp")
@@ -156,11 +161,16 @@ def _unique(specs: Sequence[RunSpec]) -> list[RunSpec]:
 
 
 def run_grid(specs: Sequence[RunSpec], root: str | Path, *, backend: str = "ray", address: str | None = None,
-             num_cpus: int | None = None, report: Callable[[str], None] | None = None) -> dict[str, int]:
+             num_cpus: int | None = None, report: Callable[[str], None] | None = None,
+             progress: bool = False) -> dict[str, int]:
     """Run every unfinished spec; returns counts ``{"total", "skipped", "ran"}``.
 
+    ``progress`` (sequential backend): a bar over the runs, and each run's bar over its epochs, from the start.
+
     Runs shared by several studies (the same settings, hence the same
-    ``run_id``) are trained once.
+    ``run_id``) are trained once.  A run fine-tuned from another run of the
+    grid (:attr:`RunSpec.init_run`) starts after that run has finished: the
+    grid runs in waves, the runs whose starting point is ready first.
     """
     if backend not in BACKENDS:
         raise ValueError(f"backend={backend!r} is not accepted; accepted: {', '.join(BACKENDS)}")
@@ -181,18 +191,32 @@ def run_grid(specs: Sequence[RunSpec], root: str | Path, *, backend: str = "ray"
         say(f"[{time.perf_counter() - t0:7.1f}s] {counts['ran']}/{len(todo)} {record['run_id']}: "
             f"variance {m['variance']:.4g}, mean {m['mean']:.4g}, C95-C5 {m['c95_c5']:.4g}, MSE {m['mse']:.4g}")
 
+    waves = _waves(todo, unique, root)
     if backend == "sequential":
-        for s in todo:
-            done(execute(s.to_dict(), str(root), threads=None))
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=len(todo), desc="runs", unit="run")
+            say = bar.write
+        try:
+            for wave in waves:
+                for s in wave:
+                    done(execute(s.to_dict(), str(root), threads=None, progress=progress))
+                    if bar is not None:
+                        bar.update(1)
+        finally:
+            if bar is not None:
+                bar.close()
         return counts
 
     with ray_session(address, num_cpus) as ray:
         task = ray.remote(num_cpus=1, max_retries=1)(execute)
-        pending = {task.remote(s.to_dict(), str(root.resolve())): s for s in todo}
-        while pending:
-            ready, _ = ray.wait(list(pending), num_returns=1)
-            spec = pending.pop(ready[0])
-            done(ray_result(ray, ready[0], pending, spec.run_id))
+        for wave in waves:  # a fine-tune starts once the run it starts from has finished
+            pending = {task.remote(s.to_dict(), str(root.resolve())): s for s in wave}
+            while pending:
+                ready, _ = ray.wait(list(pending), num_returns=1)
+                spec = pending.pop(ready[0])
+                done(ray_result(ray, ready[0], pending, spec.run_id))
     return counts
 
 
@@ -230,12 +254,35 @@ def ray_result(ray: Any, ref: Any, pending: dict[Any, Any], what: str) -> Any:
         raise RuntimeError(f"run {what} failed: {exc.cause!r}") from exc.cause
 
 
+def _waves(todo: list[RunSpec], unique: list[RunSpec], root: Path) -> list[list[RunSpec]]:
+    """``todo`` in waves: runs without a starting point in the grid (or whose starting point is finished) first,
+    then the runs fine-tuned from those.  A starting point that is neither in the grid nor finished is an error."""
+    known = {s.run_id for s in unique}
+    pending = {s.run_id for s in todo}
+    waves: list[list[RunSpec]] = []
+    left = list(todo)
+    while left:
+        ready = [s for s in left if s.init_run is None or s.init_run not in pending]
+        if not ready:
+            raise ValueError(f"runs {[s.run_id for s in left][:3]} start from each other in a cycle")
+        for s in ready:
+            if s.init_run is not None and s.init_run not in known and not (root / "runs" / s.init_run / "model.pt").is_file():
+                raise ValueError(f"run {s.run_id} starts from run {s.init_run}, which is neither in the grid nor "
+                                 f"finished under {root}")
+        waves.append(ready)
+        pending -= {s.run_id for s in ready}
+        left = [s for s in left if s.run_id in pending]
+    return waves
+
+
 def collect(root: str | Path, specs: Sequence[RunSpec]) -> pd.DataFrame:
     """One row per finished run of ``specs`` (study labels from the specs, numbers from the run directories).
 
-    Columns: study, setting, method, q_plus_1, beta, estimator, seed, run_id,
-    the per-step test metrics, the mean-forecast metrics prefixed ``mf_``, the
-    training-split metrics prefixed ``train_`` (when recorded), samples, train_seconds.
+    Columns: study, setting, method, q_plus_1, beta, estimator, seed, protocol,
+    paper_grid, lr, run_id, init_run, recipe (``fine-tune`` from another run of the grid, or ``scratch``),
+    selected_epoch, the per-step test metrics,
+    the mean-forecast metrics prefixed ``mf_``, the training- and validation-split
+    metrics prefixed ``train_`` and ``val_`` (when recorded), samples, train_seconds.
     Unfinished runs are left out (and counted in ``attrs['missing']``).
     """
     rows, missing = [], []
@@ -247,11 +294,15 @@ def collect(root: str | Path, specs: Sequence[RunSpec]) -> pd.DataFrame:
         rec = json.loads(p.read_text())
         row: dict[str, Any] = {"study": s.study, "setting": s.setting, "method": s.method,
                                "q_plus_1": s.q_plus_1 if s.q_plus_1 is not None else np.nan, "beta": s.beta,
-                               "estimator": s.estimator, "seed": s.seed, "run_id": s.run_id,
+                               "estimator": s.estimator, "seed": s.seed, "protocol": s.protocol,
+                               "paper_grid": s.paper_grid, "lr": s.config.get("lr"), "run_id": s.run_id,
+                               "init_run": s.init_run, "recipe": "fine-tune" if s.init_run else "scratch",
+                               "selected_epoch": rec.get("selected_epoch"),
                                "samples": rec["samples"], "train_seconds": rec["train_seconds"]}
         row.update({k: v for k, v in rec["test"].items()})
         row.update({f"mf_{k}": v for k, v in rec["test_mean_forecast"].items()})
         row.update({f"train_{k}": v for k, v in rec.get("train", {}).items()})
+        row.update({f"val_{k}": v for k, v in rec.get("val", {}).items()})
         rows.append(row)
     df = pd.DataFrame(rows)
     df.attrs["missing"] = missing
