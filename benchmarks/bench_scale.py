@@ -46,7 +46,7 @@ rebuilt from it, so the big points can be run separately:
     python benchmarks/bench_scale.py            # 50, 500, 5,000 agents: ~15 min on 2 busy cores
     python benchmarks/bench_scale.py --agents 50000 100000 --layouts shared --batches 3 --no-fast-path
     python benchmarks/bench_scale.py --agents 50000 500000 --layouts shared --batch-size 16 --batches 2 \
-        --no-fast-path                          # 500,000 agents: batch 128 would need ~21 GB
+        --no-fast-path                          # 500,000 agents: batch 128 would need ~26 GB
 """
 from __future__ import annotations
 

@@ -178,7 +178,8 @@ def _run_gloo(jobs: list, world: int = 2) -> list:
 
 def test_gloo_workers_match_one_process_for_every_shardable_rule(tmp_path: Path) -> None:
     """eq_ppo (several groups with weights, shards across a group boundary, target-KL stop), pathwise with the MSE
-    term and in the power form (its weights p·C̄^q), the chunked layout with the MSE term and linear credit, the paper's estimator, and resumed runs."""
+    term and in the power form (its weights p·C̄^q), the chunked layout with the MSE term and linear credit, the
+    paper's estimator, and resumed runs."""
     cases = {
         "eq_ppo mixed": TrainConfig(population="mixed", q_plus_1=3, estimator="eq_ppo", num_samples=2, model=MLP,
                                     update={"epochs": 2, "minibatches": 2, "target_kl": 0.05}, **SMALL),

@@ -3,10 +3,12 @@
 Oracles: the O(M²) difference credit as it was before issue 14 (its algorithm
 kept here, written with torch's own primitives), brute-force leave-one-out sums,
 stable sorts, the per-agent sort path of the slot agents, and the unsharded
-evaluation.
+evaluation, and training itself (every registered update rule, unsharded
+against one agent per shard).
 """
 from __future__ import annotations
 
+import json
 import math
 import subprocess
 import sys
@@ -17,16 +19,19 @@ import numpy as np
 import pytest
 import torch
 
-from agents.base import agent_shards, check_memory_budget
+from agents.base import DEFAULT_MEMORY_BUDGET, agent_shards, check_memory_budget
 from agents.ev_charging import EVChargingAgent
 from agents.slot_scheduling import prefix_ranks
 from eq_envs.population import Population
 from eq_envs.presets import build_population
-from trainers.config import default_model
+from trainers import cli
+from trainers.config import ConfigError, TrainConfig, default_model
 from trainers.estimators import difference_credit, estimate
 from trainers.networks import build_public_model
 from trainers.objectives import _logsumexp, _masked_log, logsumexp_excluding_each
-from trainers.training import population_regret_fn
+from trainers.studies import study_specs
+from trainers.training import population_regret_fn, train
+from trainers.updates import RULES
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -246,3 +251,64 @@ def test_shared_prediction_ranked_once_matches_per_agent_sort(windows):
     truth = torch.from_numpy(rng.uniform(-1, 10, size=(B, T)))
     # the oracle decides on the shared truth: evaluate() equals scoring against the truth copied per agent
     assert torch.equal(agent.regret(pred, truth, idx), agent.regret(pred, truth.expand(M, B, T).clone(), idx))
+
+
+# --------------------------------------------------------------------------- every update rule, through train()
+def _rule_config(rule: str, **kw) -> TrainConfig:
+    """A short run of ``rule`` (the Plain PM's rule is ``objective="mse"``), validated on a small split."""
+    base = {"epochs": 1, "max_batches": 2, "batch_size": 16, "val_fraction": 0.1, "seed": 3, **kw}
+    if rule == "mse":
+        return TrainConfig(population="ev-similar", objective="mse", **base)
+    population = "dc-different-different-lambda" if RULES[rule].differentiable else "ev-similar"
+    return TrainConfig(population=population, estimator=rule, q=3.0, num_samples=2, **base)
+
+
+def _strip(history: list[dict]) -> list[dict]:
+    """The logged numbers without the wall time; NaN (e.g. the Plain PM's eq_loss) as None, to compare equal."""
+    return [{k: None if v != v else v for k, v in h.items() if k != "seconds"} for h in history]
+
+
+@pytest.mark.parametrize("rule,extra", [(r, {}) for r in sorted(RULES)]
+                         + [("reinforce_weighted", {"credit": "linear"}), ("eq_ppo", {"baseline": "deterministic"})])
+def test_every_update_rule_trains_to_the_same_numbers_at_any_budget(rule, extra):
+    """One agent per shard (a one-byte budget) and no sharding train bit-identical models and logs."""
+    runs = [train(_rule_config(rule, memory_budget_mib=mib, **extra), None, tensorboard=False)
+            for mib in (2.0**20, 2.0**-20)]
+    (a, b), pop = runs, _rule_config(rule, memory_budget_mib=2.0**-20, **extra).build_population()
+    assert pop.memory_budget == 1 and len(agent_shards(pop.num_agents, 1, pop.memory_budget)) == pop.num_agents
+    assert _strip(a.history) == _strip(b.history) and "val_eq_norm" in a.history[-1]
+    assert all(torch.equal(x, y) for x, y in zip(a.model.state_dict().values(), b.model.state_dict().values()))
+
+
+def test_a_run_resumes_with_another_memory_budget(tmp_path):
+    full = train(_rule_config("reinforce_weighted", epochs=2), None, tensorboard=False)
+    train(_rule_config("reinforce_weighted", epochs=2), tmp_path, stop_after_epoch=1, tensorboard=False)
+    resumed = train(_rule_config("reinforce_weighted", epochs=2, memory_budget_mib=0.5), tmp_path, tensorboard=False)
+    assert _strip(resumed.history) == _strip(full.history)
+    assert json.loads((tmp_path / "config.json").read_text())["memory_budget_mib"] == 0.5
+
+
+def test_memory_budget_setting_defaults_to_the_library_budget_and_leaves_study_run_ids_alone():
+    cfg = TrainConfig(population="ev-similar")
+    assert cfg.memory_budget_mib is None and cfg.build_population().memory_budget == DEFAULT_MEMORY_BUDGET
+    assert TrainConfig(population="ev-similar", memory_budget_mib=0.5).build_population().memory_budget == 2**19
+    # a setting that changes no number must not change the run ids (and so the finished runs) of the studies
+    assert all("memory_budget_mib" not in s.config for s in study_specs("table2", seeds=[0]))
+
+
+@pytest.mark.parametrize("value", [0, -1.0, float("nan"), True, "32"])
+def test_memory_budget_setting_is_checked(value):
+    with pytest.raises(ConfigError, match=f"memory_budget_mib={value!r} is not accepted"):
+        TrainConfig(memory_budget_mib=value)
+
+
+def test_cli_memory_budget_flag(tmp_path, capsys):
+    run = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        cli.main(["train", "--memory-budget-mib", "0", "--run-dir", str(run)])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "memory_budget_mib=0.0 is not accepted" in err[0]
+    assert not run.exists()
+    assert cli.main(["train", "--population", "ev-similar", "--epochs", "1", "--max-batches", "1", "--batch-size",
+                     "8", "--val-fraction", "0", "--memory-budget-mib", "0.25", "--run-dir", str(run)]) == 0
+    assert json.loads((run / "config.json").read_text())["memory_budget_mib"] == 0.25

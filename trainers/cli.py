@@ -172,6 +172,9 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
                    help="'mse' (default) or 'mean' regret (for agents that only rank predictions)")
     p.add_argument("--guard-reference", dest="guard_reference", metavar="MODEL_PT",
                    help="the model whose validation --guard-metric sets the guard (e.g. the Plain PM's model.pt)")
+    p.add_argument("--memory-budget-mib", type=float, dest="memory_budget_mib", metavar="MIB",
+                   help="bound on the regret fast path's temporaries: agents are scored in shards that fit it "
+                        "(default 32; changes no number, only peak memory and speed)")
 
 
 def _json_object(text: str) -> dict[str, Any]:
@@ -344,7 +347,8 @@ def _config_from_args(args: argparse.Namespace, **overrides: Any) -> TrainConfig
     for key in ("population", "region", "preset", "objective", "q", "beta", "estimator", "baseline", "num_samples",
                 "epochs", "batch_size", "lr", "max_batches", "checkpoint_every", "seed", "init_from", "scale",
                 "scale_final", "credit", "form", "layout", "protocol", "val_fraction", "split_seed", "selection",
-                "validate_every", "patience", "accuracy_guard", "guard_metric", "guard_reference"):
+                "validate_every", "patience", "accuracy_guard", "guard_metric", "guard_reference",
+                "memory_budget_mib"):
         v = getattr(args, key, None)
         if v is not None:
             data[key] = v

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from agents.base import DEFAULT_MEMORY_BUDGET
 from eq_envs.datasets.errors import DataError
 from eq_envs.datasets.grid import REGIONS
 from eq_envs.population import DEFAULT_LAYOUT, LAYOUTS, Population
@@ -26,7 +27,10 @@ OBJECTIVES = ("equitable", "mse")
 ADDED_SETTINGS: dict[str, Any] = {"layout": "chunked", "protocol": "time", "val_fraction": 0.0, "split_seed": 0,
                                   "update": {}, "scale": "learned", "scale_final": None, "selection": "last",
                                   "validate_every": 1, "patience": None, "accuracy_guard": None, "guard_metric": "mse",
-                                  "guard_reference": None}
+                                  "guard_reference": None, "memory_budget_mib": None}
+#: Settings that change no number of a run (the fast path's shards, :mod:`agents.base`): a run may be resumed
+#: with another value.
+RESUMABLE_CHANGES = ("epochs", "memory_budget_mib")
 #: ``estimator`` choices: ``auto`` and every registered update rule but the Plain PM's (``objective="mse"``).
 ESTIMATOR_CHOICES = ("auto", *(n for n in RULES if n != "mse"))
 #: How the policy's scale σ is controlled: learned by the optimizer, fixed at the head's ``init_std``, or
@@ -116,6 +120,11 @@ class TrainConfig:
     (:data:`SCALES`): ``"learned"`` (default), ``"fixed"`` at the head's
     ``init_std``, or ``"anneal"``: log-linear from ``init_std`` to
     ``scale_final`` over the run's batches (not learned).
+    ``memory_budget_mib`` bounds the temporaries of the regret fast path: every
+    group's agents are evaluated in shards whose temporaries fit it
+    (:attr:`eq_envs.population.Population.memory_budget`; ``None``: the default,
+    32 MiB); the numbers do not depend on it, so a run may be resumed with
+    another value.
 
     ``population`` is a preset name (:data:`eq_envs.presets.POPULATIONS`) or a
     population spec -- a dict as :func:`eq_envs.population_file.load_population_file`
@@ -159,6 +168,7 @@ class TrainConfig:
     accuracy_guard: float | None = None
     guard_metric: str = "mse"
     guard_reference: str | None = None
+    memory_budget_mib: float | None = None
     q_plus_1: InitVar[float | None] = None
 
     def __post_init__(self, q_plus_1: float | None = None) -> None:
@@ -188,14 +198,22 @@ class TrainConfig:
 
     def build_population(self, split: str = "train") -> Population:
         """The configured population on ``split`` (``"train"``, ``"val"`` or ``"test"``): a preset with its
-        region, preset and layout, or the spec; split by :attr:`protocol`, :attr:`val_fraction`, :attr:`split_seed`."""
+        region, preset and layout, or the spec; split by :attr:`protocol`, :attr:`val_fraction`, :attr:`split_seed`;
+        its fast path's shards bounded by :attr:`memory_budget_mib`."""
         try:
-            return make_population(self.population, split, preset=self.preset, region=self.region, layout=self.layout,
-                                   protocol=self.protocol, val_fraction=self.val_fraction, split_seed=self.split_seed)
+            pop = make_population(self.population, split, preset=self.preset, region=self.region, layout=self.layout,
+                                  protocol=self.protocol, val_fraction=self.val_fraction, split_seed=self.split_seed)
         except DataError:
             raise
         except ValueError as exc:  # e.g. split="val" with val_fraction=0: one line, as every config error
             raise ConfigError(str(exc)) from None
+        pop.memory_budget = self.memory_budget
+        return pop
+
+    @property
+    def memory_budget(self) -> int:
+        """:attr:`memory_budget_mib` in bytes (what :class:`eq_envs.population.Population` takes)."""
+        return DEFAULT_MEMORY_BUDGET if self.memory_budget_mib is None else int(self.memory_budget_mib * 2**20)
 
     @property
     def model_config(self) -> dict[str, Any]:
@@ -242,6 +260,11 @@ class TrainConfig:
         if self.init_from is not None and (not isinstance(self.init_from, str) or not self.init_from):
             raise ConfigError(f"init_from={self.init_from!r} is not accepted; accepted: the path of a model.pt "
                               "written by 'eqpm train', or null")
+        b = self.memory_budget_mib
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, float))
+                              or not (math.isfinite(b) and b * 2**20 >= 1)):
+            raise ConfigError(f"memory_budget_mib={b!r} is not accepted; accepted: a number of MiB of at least one "
+                              f"byte (2**-20), or null for the default {DEFAULT_MEMORY_BUDGET / 2**20:g}")
         if not isinstance(self.model, dict):
             raise ConfigError(f"model={self.model!r} is not accepted; accepted: a dict of public-model settings")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:

@@ -143,7 +143,7 @@ TRADEOFF_EXPONENTS = (1.0, 5.0, 20.0)
 
 #: TrainConfig settings added after study runs were written, with the value at which they are left out of a run's
 #: config (so the ids, and the finished runs, of those studies stay valid).
-LATER_SETTINGS: dict[str, Any] = {"init_from": None, "validate_every": 1}
+LATER_SETTINGS: dict[str, Any] = {"init_from": None, "validate_every": 1, "memory_budget_mib": None}
 #: Budgets (module doc of docs/results.md, DEVIATIONS["budget"]): the Plain PM, then fine-tunes from it.
 PLAIN_EPOCHS = 10
 FINE_TUNE_EPOCHS = 8

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from eq_envs.population import Population
 from eq_envs.population_file import check_recorded, record_population
-from trainers.config import ADDED_SETTINGS, ConfigError, TrainConfig
+from trainers.config import ADDED_SETTINGS, RESUMABLE_CHANGES, ConfigError, TrainConfig
 from trainers.errors import DivergenceError
 from trainers.networks import PublicModel, build_public_model, load_public_model, save_public_model
 from trainers.objectives import equitable_loss
@@ -154,13 +154,13 @@ def _atomic_save(obj: Any, path: Path) -> None:
 
 
 def _open_checkpoint(cfg: TrainConfig, ckpt_path: Path, out: Path) -> dict[str, Any]:
-    """The run directory's checkpoint, checked for resuming ``cfg``: the same settings (but ``epochs``), an
+    """The run directory's checkpoint, checked for resuming ``cfg``: the same settings (but RESUMABLE_CHANGES), an
     epoch not past ``cfg.epochs``, the population's data files unchanged; else one line saying what to do."""
     ck = _load_checkpoint(ckpt_path)
     saved = json.loads(ck["config"])
     mine = cfg.to_dict()
     # settings added after a checkpoint was written count as their default there
-    diff = sorted(k for k in mine if k != "epochs" and saved.get(k, _ADDED_DEFAULTS.get(k)) != mine[k])
+    diff = sorted(k for k in mine if k not in RESUMABLE_CHANGES and saved.get(k, _ADDED_DEFAULTS.get(k)) != mine[k])
     if diff:
         raise ConfigError(f"{ckpt_path}: checkpoint was written with different settings ({', '.join(diff)}); "
                           f"use another run directory or resume with the same settings")
@@ -272,7 +272,7 @@ def train(cfg: TrainConfig, run_dir: str | Path | None = None, *, resume: bool =
         run_dir: where logs and checkpoints go (``None``: nothing is written).
         resume: continue from ``run_dir/checkpoint.pt`` when present (its config
             must equal ``cfg`` except for ``epochs``, which must not be below
-            the checkpoint's epoch).
+            the checkpoint's epoch, and ``memory_budget_mib``, which changes no number).
         progress: show a tqdm progress bar.
         stop_after_epoch: stop (as if interrupted) after this epoch -- for tests.
         tensorboard: write TensorBoard logs in ``run_dir/tb``.
