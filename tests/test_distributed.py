@@ -100,7 +100,7 @@ def test_settings_that_cannot_be_sharded_are_refused_in_one_line(monkeypatch: py
     with pytest.raises(ConfigError, match="update rule 'mse' \\(objective='mse', the Plain PM: no per-agent work to "
                                           "split\\) cannot be trained over agent shards \\(workers=2\\); accepted: an "
                                           "Equitable PM with estimator eq_ppo, pathwise, reinforce_paper, "
-                                          "reinforce_weighted, or one process"):
+                                          "reinforce_paper_combined, reinforce_weighted, or one process"):
         check_settings(TrainConfig(population="phone", objective="mse"), 2)
 
     class Unmarked(SingleStepRule):  # a user's rule that does not declare the AgentShard contract
@@ -179,7 +179,8 @@ def _run_gloo(jobs: list, world: int = 2) -> list:
 def test_gloo_workers_match_one_process_for_every_shardable_rule(tmp_path: Path) -> None:
     """eq_ppo (several groups with weights, shards across a group boundary, target-KL stop), pathwise with the MSE
     term and in the power form (its weights p·C̄^q), the chunked layout with the MSE term and linear credit, the
-    paper's estimator, and resumed runs."""
+    paper's estimator and its combined objective (Eq. 37: the sampled predictions' loss summed over all agents),
+    and resumed runs."""
     cases = {
         "eq_ppo mixed": TrainConfig(population="mixed", q_plus_1=3, estimator="eq_ppo", num_samples=2, model=MLP,
                                     update={"epochs": 2, "minibatches": 2, "target_kl": 0.05}, **SMALL),
@@ -189,6 +190,9 @@ def test_gloo_workers_match_one_process_for_every_shardable_rule(tmp_path: Path)
                                            credit="linear", model=MLP, **SMALL),
         "reinforce_paper": TrainConfig(population="phone", q_plus_1=2, estimator="reinforce_paper", model=MLP,
                                        **SMALL),
+        "reinforce_paper_combined chunked": TrainConfig(population="ev-similar", layout="chunked", q_plus_1=2,
+                                                        estimator="reinforce_paper_combined", beta=0.3, model=MLP,
+                                                        **SMALL),
     }
     resumed = TrainConfig(population="ev-similar", q_plus_1=3, model=MLP, **{**SMALL, "epochs": 3})
     train(resumed, tmp_path / "from_one", stop_after_epoch=1, tensorboard=False)  # one process's checkpoint

@@ -30,6 +30,11 @@ used, as in Eq. 37.
 ``UpdateStats.mse`` logs the MSE of the mean prediction (the column every rule
 logs); ``loss`` is the batch value of Eq. 36 averaged over replicas and
 ``eq_loss`` its equitable part.
+
+On a data-parallel worker (:mod:`trainers.distributed`) both sums over agents
+in ``F_k`` -- the equitable part's mean regrets and ``L_f``'s per-agent terms --
+are gathered over every worker's agents (:class:`trainers.updates.base.AgentShard`),
+so each worker weighs its agents' scores by the single process's ``F_k``.
 """
 from __future__ import annotations
 
@@ -39,18 +44,19 @@ import torch
 
 from trainers.objectives import equitable_loss, mse_loss
 from trainers.rollout import Rollout
-from trainers.updates.base import SingleStepRule, UpdateStats, register
+from trainers.updates.base import ALL_AGENTS, AgentShard, SingleStepRule, UpdateStats, register
 from trainers.updates.reinforce_paper import score_function_surrogate
 
 
-def sampled_prediction_loss(rollout: Rollout) -> torch.Tensor:
-    """``L_f`` of Eq. 36 per replica ``[K]``: ``Σ_m (1/B) Σ_i ‖y_i - ŷ_{k,m,i}‖²`` on the sampled predictions."""
+def sampled_prediction_loss(rollout: Rollout, shard: AgentShard = ALL_AGENTS) -> torch.Tensor:
+    """``L_f`` of Eq. 36 per replica ``[K]``: ``Σ_m (1/B) Σ_i ‖y_i - ŷ_{k,m,i}‖²`` on the sampled predictions
+    (over every agent of the population when the rollout holds ``shard``'s)."""
     assert rollout.pred is not None
     if rollout.y_true is None:
         raise ValueError("update rule 'reinforce_paper_combined' needs the true signal (rollout.y_true)")
     y = rollout.y_true.to(rollout.pred.dtype)  # [B, H] (shared input) or [M, B, H] (per-agent inputs)
     sq = ((rollout.pred - y) ** 2).sum(dim=-1)  # [K, M, B]
-    return sq.mean(dim=-1).sum(dim=-1)
+    return shard.gather(sq.mean(dim=-1)).sum(dim=-1)
 
 
 @register
@@ -59,14 +65,16 @@ class ReinforcePaperCombined(SingleStepRule):
 
     name = "reinforce_paper_combined"
     default_form = "power"
+    shardable = True
 
     def surrogate(self, rollout: Rollout):
         assert rollout.regret is not None
         with torch.no_grad():
-            eq = equitable_loss(rollout.regret.mean(dim=-1), self.q, form=self.form)  # [K]
-            lf = sampled_prediction_loss(rollout) if self.beta > 0 else torch.zeros_like(eq)
+            eq = equitable_loss(self.shard.gather(rollout.regret.mean(dim=-1)), self.q, form=self.form)  # [K]
+            lf = sampled_prediction_loss(rollout, self.shard) if self.beta > 0 else torch.zeros_like(eq)
             per_replica = (1.0 - self.beta) * eq + self.beta * lf if self.beta < 1 else lf  # F_k
             rollout.credit = per_replica[:, None, None].expand_as(rollout.regret)
-            mse = math.nan if rollout.y_true is None else float(mse_loss(rollout.dist.mean, rollout.y_true))
+            mse = math.nan if rollout.y_true is None else \
+                float(self.shard.input_mean(mse_loss(rollout.dist.mean, rollout.y_true)))
         surrogate = score_function_surrogate(rollout, rollout.credit)
         return surrogate, UpdateStats(loss=float(per_replica.mean()), eq_loss=float(eq.mean()), mse=mse, grad_steps=1)
