@@ -49,9 +49,10 @@ the driver and rank 0 share.
 Supported: every update rule marked ``shardable`` (``reinforce_weighted``,
 ``reinforce_paper``, ``reinforce_paper_combined``, ``eq_ppo``, ``pathwise``;
 not the Plain PM's ``mse``, which has no per-agent work to split), both
-layouts, the combined objective, every scale setting, validation and selection, resume.  Not supported: agent groups
-that score themselves (:func:`eq_envs.agent_shards.check_shardable`), e.g. the
-Gymnasium-env group.  Each worker uses ``cpus_per_worker`` torch threads
+layouts, the combined objective, every scale setting, validation and
+selection, resume.  Not supported (refused by :func:`check_settings` in one
+line): rules not marked ``shardable``, and agent groups that score themselves
+(:func:`eq_envs.agent_shards.check_shardable`), e.g. the Gymnasium-env group.  Each worker uses ``cpus_per_worker`` torch threads
 (``EQPM_THREADS`` overrides).  Measured speed-ups are in BENCHMARKS.md.
 """
 from __future__ import annotations
