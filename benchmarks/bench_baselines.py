@@ -1,50 +1,94 @@
-"""Issue 9's fair benchmark on the four EV settings: one call of ``eqpm benchmark`` (trainers/benchmark.py).
+"""Issue 9's fair benchmark: the calls of ``eqpm benchmark`` (trainers/benchmark.py) behind BENCHMARKS.md.
 
-Settings: ``ev-similar`` and ``ev-different`` (70 EVs, true top-k regret,
-horizon 12), each in the shared layout (one public input per hour for every
-agent: the paper's, and ``PublicModel-v0``'s default) and the chunked one
-(each agent its own stretch of time); q + 1 = 20 for every equitable method
-and for the selection criterion.  Methods: our ``eq_ppo`` and
-``reinforce_weighted``, the Plain PM (``mse``), SB3 ``PPO util``,
-``PPO equitable``, ``A2C util`` and ``SAC util`` on ``PublicModelEnv``, and the
-decision-focused ``SPO+`` and ``PFYL`` (PyEPO) on the same public model as ours.
+Parts (each one ``eqpm benchmark`` call with its own output directory under
+``benchmarks/results/baselines/``; the finished runs go to its ``runs/``,
+which git does not track):
 
-Protocol (the engine's module docstring has it in full): 2,000,000
-agent-decisions per run; the same grid for every method (its default
-learning rate and 3x, times two batch-like sizes), run on tuning seed 100
-and chosen on the validation split by the norm-form Equitable Objective at
-q + 1 of the per-agent regrets; the chosen point on seeds 0 1 2, each run's
-checkpoint chosen on validation; held-out test metrics at equal
-agent-decisions and at equal inputs; learning curves against decisions,
-positions and wall time.  Runs are resumable (finished ones are skipped) and
-run on local Ray (``--address`` for a cluster).
+* ``shared`` -- ``ev-similar`` and ``ev-different`` (70 EVs, true top-k
+  regret, horizon 12) in the shared layout (one public input per hour for
+  every agent: the paper's, and ``PublicModel-v0``'s default); 2,000,000
+  agent-decisions per run; the full grid (6 points: a third of each method's
+  default learning rate, the default and 3x, times two batch-like sizes).
+* ``chunked`` -- the same populations in the chunked layout (each agent its
+  own stretch of time); 1,000,000 agent-decisions and the 2-point grid
+  (``--quick``'s grid: the default learning rate and 3x) for every method,
+  because a chunked run costs several times a shared one on this machine.
+* ``dc`` -- data centers (``dc-different-different-lambda``, shared layout,
+  q + 1 = 3), ``eq_ppo`` against ``pathwise`` and the Plain PM: does the new
+  rule match the pathwise gradient where one exists?
 
-    python benchmarks/bench_baselines.py                 # the full benchmark (hours; see BENCHMARKS.md)
-    python benchmarks/bench_baselines.py --quick         # smoke run into runs/bench-baselines-quick (~6 min)
-    python benchmarks/bench_baselines.py --report-only   # rebuild the tables from the finished runs
+Every part: q + 1 = 20 for EVs (the equitable methods and the selection
+criterion); the public model of ours, the Plain PM, SPO+ and PFYL is an MLP
+with hidden layers 64, 64 (``--model``); methods: our ``eq_ppo``,
+``eq_ppo+mse`` (shared only) and ``reinforce_weighted``, the Plain PM
+(``mse``), SB3 ``PPO util``, ``PPO equitable`` and ``A2C util`` on
+``PublicModelEnv``, and the decision-focused ``SPO+`` and ``PFYL`` (PyEPO).
+SAC is left out: 7-16 min a run in the shared layout and 34-89 in the chunked
+one on this machine (BENCHMARKS.md); ``--methods 'SAC util'`` adds it.
+Grid points run on tuning seed 100 and are chosen on the validation split by
+the norm-form Equitable Objective at q + 1; the chosen point runs on seeds
+0 1 2, each run's checkpoint chosen on validation; held-out test metrics at
+equal agent-decisions and at equal inputs. Runs are resumable (finished ones
+are skipped) and run on local Ray (``--address`` for a cluster).
+
+    python benchmarks/bench_baselines.py                  # every part (hours on 2 cores; BENCHMARKS.md)
+    python benchmarks/bench_baselines.py shared           # one part
+    python benchmarks/bench_baselines.py --quick          # smoke run of the EV settings (~2 min)
+    python benchmarks/bench_baselines.py --report-only    # rebuild the tables from the finished runs
 
 Extra arguments (``--backend``, ``--address``, ``--num-cpus``, ``--report-only``)
-are passed to ``eqpm benchmark``.  Writes ``benchmarks/results/baselines*.{csv,md,png}``
-(the runs themselves under ``benchmarks/results/runs/``, not tracked by git).
+are passed to ``eqpm benchmark``. After the parts, the EV parts' per-run rows
+are gathered into ``benchmarks/results/baselines_runs.csv`` (one row per
+reported run: population, layout, method, seed, counts, held-out metrics).
 """
 from __future__ import annotations
 
 import sys
+from pathlib import Path
+
+import pandas as pd
 
 from trainers.cli import main
 
-SETTINGS = ["--population", "ev-similar", "ev-different", "--layout", "shared", "chunked", "--q-plus-1", "20"]
-METHODS = ["eq_ppo", "reinforce_weighted", "mse", "PPO util", "PPO equitable", "A2C util", "SAC util", "SPO+", "PFYL"]
-FULL = ["--budget", "2000000", "--seeds", "0", "1", "2", "--out", "benchmarks/results"]
-QUICK = ["--quick", "--out", "runs/bench-baselines-quick"]
+RESULTS = Path("benchmarks/results")
+MODEL = ["--model", '{"backbone": "mlp", "backbone_kwargs": {"hidden": [64, 64]}}']
+EV = ["--population", "ev-similar", "ev-different", "--q-plus-1", "20", *MODEL, "--seeds", "0", "1", "2"]
+EV_METHODS = ["eq_ppo", "reinforce_weighted", "mse", "PPO util", "PPO equitable", "A2C util", "SPO+", "PFYL"]
+PARTS = {
+    "shared": [*EV, "--layout", "shared", "--budget", "2000000", "--methods", *EV_METHODS, "eq_ppo+mse"],
+    "chunked": [*EV, "--layout", "chunked", "--budget", "1000000", "--checkpoints", "6", "--quick",
+                "--methods", *EV_METHODS],
+    "dc": ["--population", "dc-different-different-lambda", "--layout", "shared", "--q-plus-1", "3", *MODEL,
+           "--budget", "2000000", "--seeds", "0", "1", "2", "--methods", "eq_ppo", "pathwise", "mse"],
+}
+QUICK = ["--population", "ev-similar", "ev-different", "--layout", "shared", "chunked", "--methods", "eq_ppo",
+         "mse", "PPO util", "SPO+", "--quick", "--out", "runs/bench-baselines-quick"]
 
 
-def command(extra: list[str]) -> list[str]:
-    """The ``eqpm benchmark`` command line (``--quick`` in ``extra``: the smoke run)."""
-    quick = "--quick" in extra
-    rest = [a for a in extra if a != "--quick"]
-    return ["benchmark", *SETTINGS, "--methods", *METHODS, *(QUICK if quick else FULL), *rest]
+def command(part: str, extra: list[str]) -> list[str]:
+    """The ``eqpm benchmark`` command line of one part."""
+    return ["benchmark", *PARTS[part], "--out", str(RESULTS / "baselines" / part), *extra]
+
+
+def gather() -> Path | None:
+    """The EV parts' per-run rows in one CSV (``None`` if no part has finished runs)."""
+    frames = [pd.read_csv(p) for part in ("shared", "chunked")
+              if (p := RESULTS / "baselines" / part / "baselines_runs.csv").exists()]
+    if not frames:
+        return None
+    out = RESULTS / "baselines_runs.csv"
+    pd.concat(frames, ignore_index=True).to_csv(out, index=False)
+    return out
 
 
 if __name__ == "__main__":
-    sys.exit(main(command(sys.argv[1:])))
+    args = sys.argv[1:]
+    if "--quick" in args:
+        sys.exit(main(["benchmark", *QUICK, *(a for a in args if a != "--quick")]))
+    parts = [a for a in args if a in PARTS] or list(PARTS)
+    extra = [a for a in args if a not in PARTS]
+    for part in parts:
+        code = main(command(part, extra))
+        if code:
+            sys.exit(code)
+    print(f"per-run rows of the EV parts: {gather()}")
