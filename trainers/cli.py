@@ -277,14 +277,18 @@ def build_parser() -> argparse.ArgumentParser:
                                             "--quick: runs/reproduce-quick)")
     r.add_argument("--figures-dir", type=Path, dest="figures_dir", help="where the PNG plots go (default beside "
                                                                          "each study's tables)")
-    r.add_argument("--backend", choices=BACKENDS, default="ray",
-                   help="'ray' (default: local Ray on this machine's cores, or --address) or 'sequential'")
-    r.add_argument("--address", help="address of an existing Ray cluster (e.g. auto or ray://host:10001)")
-    r.add_argument("--num-cpus", type=int, dest="num_cpus", help="cores of the local Ray instance (default: all)")
-    r.add_argument("--report-only", action="store_true", dest="report_only",
-                   help="train nothing; rebuild tables and plots from the finished run directories")
+    _add_grid_backend(r, "train nothing; rebuild tables and plots from the finished run directories")
     _add_benchmark(sub)
     return ap
+
+
+def _add_grid_backend(p: argparse.ArgumentParser, report_only_help: str) -> None:
+    """Where a grid of runs executes (``reproduce``, ``benchmark``), and ``--report-only``."""
+    p.add_argument("--backend", choices=BACKENDS, default="ray",
+                   help="'ray' (default: local Ray on this machine's cores, or --address) or 'sequential'")
+    p.add_argument("--address", help="address of an existing Ray cluster (e.g. auto or ray://host:10001)")
+    p.add_argument("--num-cpus", type=int, dest="num_cpus", help="cores of the local Ray instance (default: all)")
+    p.add_argument("--report-only", action="store_true", dest="report_only", help=report_only_help)
 
 
 def _add_benchmark(sub: Any) -> None:
@@ -319,12 +323,7 @@ def _add_benchmark(sub: Any) -> None:
     b.add_argument("--quick", action="store_true", help="smoke size: 20,000 decisions, 2 grid points, 1 seed")
     b.add_argument("--out", type=Path, help="tables, plots and runs/ (default runs/benchmark, --quick: "
                                             "runs/benchmark-quick)")
-    b.add_argument("--backend", choices=BACKENDS, default="ray",
-                   help="'ray' (default: local Ray on this machine's cores, or --address) or 'sequential'")
-    b.add_argument("--address", help="address of an existing Ray cluster (e.g. auto or ray://host:10001)")
-    b.add_argument("--num-cpus", type=int, dest="num_cpus", help="cores of the local Ray instance (default: all)")
-    b.add_argument("--report-only", action="store_true", dest="report_only",
-                   help="train nothing; rebuild the tables and plots from the finished runs")
+    _add_grid_backend(b, "train nothing; rebuild the tables and plots from the finished runs")
 
 
 def _population_file(args: argparse.Namespace) -> dict[str, Any] | None:
