@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from trainers.networks import (
+    WINDOW_HEAD,
     GaussianHead,
     LogNormalHead,
     MLPBackbone,
@@ -194,3 +195,55 @@ def test_config_validation():
         MLPBackbone(seq_len=12)(torch.rand(2, 11))
     with pytest.raises(ValueError, match="no config"):
         save_public_model("unused.pt", PublicModel(MLPBackbone(), GaussianHead(128)))
+
+
+# ----------------------------------------------------------- window normalisation (RevIN)
+def _window_model(backbone: str = "transformer") -> PublicModel:
+    torch.manual_seed(0)
+    return build_public_model({**_config(backbone, "gaussian", horizon=4, **WINDOW_HEAD), "input_norm": "window"})
+
+
+@pytest.mark.parametrize("backbone", list(BACKBONES))
+def test_window_norm_is_affine_equivariant(backbone):
+    """The reason for input_norm="window": a season that shifts and stretches the signal shifts and stretches the
+    prediction the same way, so the order of the predicted hours -- what a ranking agent decides on -- is kept."""
+    model = _window_model(backbone)
+    x = torch.rand(6, 12) * 3 + 2
+    a, b = 2.5, 4.0
+    d, d2 = model.distribution(x), model.distribution(a * x + b)
+    torch.testing.assert_close(d2.mean, a * d.mean + b, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(d2.base_dist.scale, a * d.base_dist.scale, rtol=1e-4, atol=1e-5)
+    assert torch.equal(d2.mean.argsort(dim=-1), d.mean.argsort(dim=-1))
+    # an untrained model predicts the window's mean with half its spread as scale (WINDOW_HEAD)
+    s = x.std(dim=1, unbiased=False, keepdim=True)
+    torch.testing.assert_close(d.mean, x.mean(dim=1, keepdim=True).expand(-1, 4), atol=0.05 * s.max().item(), rtol=0)
+    torch.testing.assert_close(d.base_dist.scale, 0.5 * s.expand(-1, 4), rtol=1e-4, atol=1e-6)
+
+
+def test_window_norm_per_agent_inputs_and_save_load(tmp_path):
+    model = _window_model()
+    x = torch.rand(3, 5, 12) * 4 + 1  # [M, B, L]: the chunked layout's per-agent inputs
+    per_agent = model.distribution(x).mean
+    assert per_agent.shape == (3, 5, 4)
+    torch.testing.assert_close(per_agent[1], model.distribution(x[1]).mean)
+    save_public_model(tmp_path / "m.pt", model)
+    torch.testing.assert_close(load_public_model(tmp_path / "m.pt").distribution(x).mean, per_agent)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"input_norm": "batch"}, "input_norm='batch'; accepted"),
+    ({"input_norm": "window"}, "needs head='gaussian' with head_kwargs mean_activation='identity'"),
+    ({"input_norm": "window", "head": "lognormal", "head_kwargs": WINDOW_HEAD}, "needs head='gaussian'"),
+    ({"head_kwargs": {"mean_activation": "tanh"}}, "mean_activation='tanh'; accepted"),
+    ({"head": "lognormal", "head_kwargs": {"mean_activation": "identity"}}, "mean_activation='identity'; accepted"),
+])
+def test_window_norm_refuses_what_cannot_work(config, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace("[", r"\[")):
+        build_public_model(config)
+
+
+def test_train_config_gives_a_window_model_its_head():
+    from trainers.config import TrainConfig
+    cfg = TrainConfig(population="ev-home-slots", model={"input_norm": "window"})
+    assert cfg.model_config["head_kwargs"] == WINDOW_HEAD
+    assert build_public_model(cfg.model_config).input_norm == "window"

@@ -17,7 +17,7 @@ from eq_envs.population_file import make_population, normalize_spec, population_
 from eq_envs.presets import POPULATIONS, PRESETS
 from eq_envs.splits import PROTOCOLS, VAL_FRACTION
 from trainers.estimators import BASELINES, CREDITS
-from trainers.networks import build_public_model
+from trainers.networks import WINDOW_HEAD, build_public_model
 from trainers.objectives import check_beta, check_q
 from trainers.updates import RULES, make_update_rule
 
@@ -218,6 +218,9 @@ class TrainConfig:
     @property
     def model_config(self) -> dict[str, Any]:
         cfg = default_model(self.population)
+        if self.model.get("input_norm") == "window" and "head_kwargs" not in self.model:
+            # the default head's init_mean is in the signal's units; a window-normalised head predicts in the window's
+            cfg["head_kwargs"] = dict(WINDOW_HEAD)
         cfg.update(self.model)
         return cfg
 

@@ -164,13 +164,19 @@ def _softplus_inverse(y: float) -> float:
 
 
 class StochasticHead(nn.Module):
-    """Base of the heads: positive mean and a soft-clamped log-scale; ``forward`` returns the distribution."""
+    """Base of the heads: a mean and a soft-clamped log-scale; ``forward`` returns the distribution.
+
+    ``mean_activation="softplus"`` (default) keeps the mean above ``mean_floor``; ``"identity"`` leaves it
+    unconstrained (Gaussian head only: what a model with ``input_norm="window"`` predicts in the window's units).
+    """
 
     horizon: int
+    mean_activations: tuple[str, ...] = ("softplus", "identity")
 
     def __init__(self, in_features: int, horizon: int = 1, *, mean_floor: float = 1e-3,
                  state_dependent_scale: bool = False, init_std: float = 0.5,
-                 log_std_bounds: tuple[float, float] = (-5.0, 2.0), init_mean: float | None = None) -> None:
+                 log_std_bounds: tuple[float, float] = (-5.0, 2.0), init_mean: float | None = None,
+                 mean_activation: str = "softplus") -> None:
         super().__init__()
         lo, hi = (float(b) for b in log_std_bounds)
         if not lo < hi:
@@ -180,15 +186,20 @@ class StochasticHead(nn.Module):
                              f"({math.exp(lo):.3g}, {math.exp(hi):.3g})")
         if mean_floor < 0:
             raise ValueError(f"{type(self).__name__}: mean_floor must be >= 0, got {mean_floor}")
+        if mean_activation not in self.mean_activations:
+            raise ValueError(f"{type(self).__name__}: mean_activation={mean_activation!r}; "
+                             f"accepted: {self.mean_activations}")
         self.horizon, self.mean_floor = int(horizon), float(mean_floor)
+        self.mean_activation = mean_activation
         self.log_std_bounds = (lo, hi)
         self.mean_layer = nn.Linear(in_features, self.horizon)
         if init_mean is not None:
-            if not init_mean > mean_floor:
+            positive = mean_activation == "softplus"
+            if positive and not init_mean > mean_floor:
                 raise ValueError(f"{type(self).__name__}: init_mean={init_mean} must exceed mean_floor={mean_floor}")
             with torch.no_grad():
                 self.mean_layer.weight.mul_(0.01)
-                self.mean_layer.bias.fill_(_softplus_inverse(init_mean - mean_floor))
+                self.mean_layer.bias.fill_(_softplus_inverse(init_mean - mean_floor) if positive else init_mean)
         u = (math.log(init_std) - lo) / (hi - lo)
         raw0 = math.log(u / (1.0 - u))
         self.state_dependent_scale = bool(state_dependent_scale)
@@ -222,8 +233,10 @@ class StochasticHead(nn.Module):
         self.raw_log_std.fill_(math.log(u / (1.0 - u)))
 
     def mean_and_log_std(self, features: Tensor) -> tuple[Tensor, Tensor]:
-        """Positive mean ``[B, H]`` and log-scale ``[B, H]`` (within ``log_std_bounds``)."""
-        mean = nn.functional.softplus(self.mean_layer(features)) + self.mean_floor
+        """Mean ``[B, H]`` (positive unless ``mean_activation="identity"``) and log-scale ``[B, H]`` (within
+        ``log_std_bounds``)."""
+        a = self.mean_layer(features)
+        mean = nn.functional.softplus(a) + self.mean_floor if self.mean_activation == "softplus" else a
         raw = self.scale_layer(features) if self.state_dependent_scale else self.raw_log_std.expand_as(mean)
         lo, hi = self.log_std_bounds
         return mean, lo + (hi - lo) * torch.sigmoid(raw)
@@ -242,17 +255,21 @@ class GaussianHead(StochasticHead):
 
 
 class LogNormalHead(StochasticHead):
-    """``log ŷ ~ Normal(log mean - s²/2, s)``: positive samples with ``E[ŷ] = mean``.
+    """``log ŷ ~ Normal(log mean - s²/2, s)``: positive samples with ``E[ŷ] = mean`` (a positive mean only).
 
     ``s`` (the scale of ``log ŷ``) is soft-clamped to ``exp(log_std_bounds)``,
     default ``(-5, 0.5)``, i.e. ``s`` in ``(0.0067, 1.65)``.
     """
 
+    mean_activations = ("softplus",)
+
     def __init__(self, in_features: int, horizon: int = 1, *, mean_floor: float = 1e-3,
                  state_dependent_scale: bool = False, init_std: float = 0.1,
-                 log_std_bounds: tuple[float, float] = (-5.0, 0.5), init_mean: float | None = None) -> None:
+                 log_std_bounds: tuple[float, float] = (-5.0, 0.5), init_mean: float | None = None,
+                 mean_activation: str = "softplus") -> None:
         super().__init__(in_features, horizon, mean_floor=mean_floor, state_dependent_scale=state_dependent_scale,
-                         init_std=init_std, log_std_bounds=log_std_bounds, init_mean=init_mean)
+                         init_std=init_std, log_std_bounds=log_std_bounds, init_mean=init_mean,
+                         mean_activation=mean_activation)
 
     def forward(self, features: Tensor) -> Distribution:
         mean, log_s = self.mean_and_log_std(features)
@@ -284,6 +301,11 @@ class PublicModel(nn.Module):
         self.backbone = backbone
         self.head = head
         self.config: dict[str, Any] = copy.deepcopy(config) if config is not None else {}
+        self.input_norm = str(self.config.get("input_norm", "none"))
+        if self.input_norm not in INPUT_NORMS:
+            raise ValueError(f"PublicModel: input_norm={self.input_norm!r}; accepted: {INPUT_NORMS}")
+        if self.input_norm == "window" and not isinstance(head, GaussianHead):
+            raise ValueError(f"PublicModel: input_norm='window' needs the Gaussian head, got {type(head).__name__}")
 
     @property
     def horizon(self) -> int:
@@ -296,13 +318,27 @@ class PublicModel(nn.Module):
         of :mod:`eq_envs.population`) give batch shape ``[M, B]``.
         """
         per_agent = x.dim() == 4 or (x.dim() == 3 and int(self.config.get("input_size", 1)) == 1 and x.shape[-1] != 1)
-        if not per_agent:
+        if per_agent:
+            M, B = x.shape[:2]
+            dist = self._flat_distribution(x.reshape(M * B, *x.shape[2:]))
+            base = dist.base_dist
+            H = base.loc.shape[-1]
+            return Independent(type(base)(base.loc.reshape(M, B, H), base.scale.reshape(M, B, H)), 1)
+        return self._flat_distribution(x)
+
+    def _flat_distribution(self, x: Tensor) -> Distribution:
+        if self.input_norm == "none":
             return self.head(self.backbone(x))
-        M, B = x.shape[:2]
-        dist = self.head(self.backbone(x.reshape(M * B, *x.shape[2:])))
-        base = dist.base_dist
-        H = base.loc.shape[-1]
-        return Independent(type(base)(base.loc.reshape(M, B, H), base.scale.reshape(M, B, H)), 1)
+        # Reversible instance normalisation (Kim et al., ICLR 2022, "RevIN"): the backbone sees each window
+        # standardised by its own mean and spread, and the prediction is mapped back with them.  A shift of the
+        # signal's level or daily amplitude between the training and the held-out months then changes the
+        # prediction by the same affine map, which leaves a ranking agent's decision unchanged.
+        s = _as_sequence(x)
+        loc = s[..., 0].mean(dim=1, keepdim=True)  # the predicted series is feature 0
+        spread = s[..., 0].std(dim=1, unbiased=False, keepdim=True).clamp_min(WINDOW_NORM_EPS)
+        z = (s - s.mean(dim=1, keepdim=True)) / s.std(dim=1, unbiased=False, keepdim=True).clamp_min(WINDOW_NORM_EPS)
+        base = self.head(self.backbone(z)).base_dist
+        return Independent(Normal(loc + spread * base.loc, spread * base.scale), 1)
 
     forward = distribution
 
@@ -340,7 +376,14 @@ class PublicModel(nn.Module):
 _BACKBONES: dict[str, type[LSTMBackbone | TransformerBackbone | MLPBackbone]] = {
     "lstm": LSTMBackbone, "transformer": TransformerBackbone, "mlp": MLPBackbone}
 _HEADS: dict[str, type[StochasticHead]] = {"gaussian": GaussianHead, "lognormal": LogNormalHead}
-_CONFIG_KEYS = ("backbone", "backbone_kwargs", "head", "head_kwargs", "seq_len", "input_size", "horizon")
+_CONFIG_KEYS = ("backbone", "backbone_kwargs", "head", "head_kwargs", "seq_len", "input_size", "horizon", "input_norm")
+#: ``input_norm``: ``"none"``, or ``"window"`` (each input window standardised, the prediction mapped back; RevIN).
+INPUT_NORMS = ("none", "window")
+#: Smallest spread a window is divided by (the signals are scaled to about 0--10).
+WINDOW_NORM_EPS = 1e-2
+#: ``head_kwargs`` for ``input_norm="window"``: an unconstrained mean starting at the window's mean, and a scale
+#: of half the window's spread.
+WINDOW_HEAD = {"init_mean": 0.0, "init_std": 0.5, "mean_activation": "identity"}
 
 
 def default_config() -> dict[str, Any]:
@@ -357,8 +400,11 @@ def build_public_model(config: dict[str, Any] | None = None) -> PublicModel:
     arguments, e.g. ``{"hidden_size": 50}``, ``{"d_model": 250, "nhead": 5}``,
     ``{"hidden": [64, 64]}``), ``head`` (``"gaussian" | "lognormal"``),
     ``head_kwargs`` (e.g. ``{"init_mean": 5.0, "state_dependent_scale": true}``),
-    ``seq_len`` (L), ``input_size`` (F), ``horizon`` (H).  The full config is
-    kept on ``model.config``.
+    ``seq_len`` (L), ``input_size`` (F), ``horizon`` (H), ``input_norm``
+    (``"none"``, or ``"window"``: each input window standardised by its own
+    mean and spread and the prediction mapped back -- RevIN; needs the Gaussian
+    head with ``mean_activation="identity"``; :data:`WINDOW_HEAD` is a head
+    config for it).  The full config is kept on ``model.config``.
     """
     cfg = default_config()
     given = dict(config or {})
@@ -382,6 +428,15 @@ def build_public_model(config: dict[str, Any] | None = None) -> PublicModel:
         if "hidden" in bkw:
             bkw["hidden"] = tuple(bkw["hidden"])
     bkw["input_size"] = int(cfg["input_size"])
+    norm = cfg.get("input_norm", "none")
+    if norm not in INPUT_NORMS:
+        raise ValueError(f"build_public_model: input_norm={norm!r}; accepted: {INPUT_NORMS}")
+    if norm == "window" and (cfg["head"] != "gaussian"
+                             or cfg["head_kwargs"].get("mean_activation", "softplus") != "identity"):
+        # a positive head mean would, after the map back, keep every prediction above its window's mean
+        raise ValueError("build_public_model: input_norm='window' needs head='gaussian' with head_kwargs "
+                         "mean_activation='identity' (the head predicts standardised deviations from the window's "
+                         f"mean); got head={cfg['head']!r}, head_kwargs={cfg['head_kwargs']}")
     try:
         backbone = _BACKBONES[cfg["backbone"]](**bkw)
         hkw = dict(cfg["head_kwargs"])
