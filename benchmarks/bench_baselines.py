@@ -17,6 +17,10 @@ which git does not track):
   agent-decisions, with the 2-point grid: a SAC run costs 7-16 min here, so the
   6-point grid of the ``shared`` part did not fit; SAC got less tuning than the
   methods of that part, which can only flatter the others.
+* ``revin`` -- the ``shared`` part's EV settings and 6-point grid for ``eq_ppo``
+  and the Plain PM with the window-normalised public model (``input_norm="window"``,
+  RevIN; ``benchmarks/bench_input_norm.py``): does a model that sees each window
+  standardised carry what it learnt to the later months?
 * ``dc`` -- data centers (``dc-different-different-lambda``, shared layout,
   q + 1 = 3), ``eq_ppo`` against ``pathwise`` and the Plain PM: does the new
   rule match the pathwise gradient where one exists?
@@ -55,6 +59,7 @@ from trainers.cli import main
 
 RESULTS = Path("benchmarks/results")
 MODEL = ["--model", '{"backbone": "mlp", "backbone_kwargs": {"hidden": [64, 64]}}']
+REVIN = '{"backbone": "mlp", "backbone_kwargs": {"hidden": [64, 64]}, "input_norm": "window"}'
 EV = ["--population", "ev-similar", "ev-different", "--q-plus-1", "20", *MODEL, "--seeds", "0", "1", "2"]
 EV_METHODS = ["eq_ppo", "reinforce_weighted", "mse", "PPO util", "PPO equitable", "A2C util", "SPO+", "PFYL"]
 PARTS = {
@@ -62,6 +67,10 @@ PARTS = {
     "chunked": [*EV, "--layout", "chunked", "--budget", "1000000", "--checkpoints", "6", "--quick",
                 "--methods", *EV_METHODS],
     "sac": [*EV, "--layout", "shared", "--budget", "2000000", "--checkpoints", "6", "--quick", "--methods", "SAC util"],
+    # our public model with window normalisation (input_norm="window", RevIN) for every method that trains it;
+    # SB3's policies keep their own MLP on the raw window (BENCHMARKS.md says why)
+    "revin": ["--population", "ev-similar", "ev-different", "--q-plus-1", "20", "--model", REVIN, "--seeds", "0", "1",
+              "2", "--layout", "shared", "--budget", "2000000", "--methods", "eq_ppo", "mse"],
     "dc": ["--population", "dc-different-different-lambda", "--layout", "shared", "--q-plus-1", "3", *MODEL,
            "--budget", "2000000", "--seeds", "0", "1", "2", "--methods", "eq_ppo", "pathwise", "mse"],
 }

@@ -7,7 +7,8 @@ prediction ``ŷ`` of shape ``[B, H]`` (``H`` = horizon), as a
 ``torch.distributions.Independent`` object with batch shape ``[B]`` and event
 shape ``[H]`` (``log_prob`` sums over the horizon).
 
-Heads parametrise a positive *mean* ``softplus(a) + mean_floor`` and a scale.
+Heads parametrise a positive *mean* ``softplus(a) + mean_floor`` (the Gaussian
+head also an unconstrained one, ``mean_activation="identity"``) and a scale.
 The log-scale is soft-clamped to ``log_std_bounds = (lo, hi)`` by
 ``lo + (hi - lo) · sigmoid(raw)`` (smooth, so the gradient never vanishes
 exactly at a bound); it is either one learned value per horizon step
@@ -25,6 +26,16 @@ Deterministic inference (:meth:`PublicModel.mean`) returns the distribution's
 Models are described by a JSON-able config (:func:`build_public_model`) and
 saved as config + ``state_dict`` (:func:`save_public_model`); loading uses
 ``torch.load(..., weights_only=True)`` and refuses files holding anything else.
+
+``input_norm="window"`` (reversible instance normalisation, Kim et al., ICLR
+2022): the backbone sees each input window standardised by its own mean ``m``
+and spread ``s`` (per feature), the Gaussian head predicts in those units, and
+the distribution is mapped back, ``Normal(m + s·μ, s·σ)`` with ``m, s`` of
+feature 0 (the predicted series).  The prediction then moves with the
+window's level and amplitude (tested: affine-equivariant), which carries a
+model across seasons; the policy's scale is relative to the window's spread,
+so ``--scale fixed|anneal`` values are too.  ``benchmarks/bench_input_norm.py``
+measures it.
 """
 from __future__ import annotations
 
@@ -243,7 +254,7 @@ class StochasticHead(nn.Module):
 
 
 class GaussianHead(StochasticHead):
-    """``ŷ ~ Normal(mean, std)`` per horizon step; mean ``softplus(·) + mean_floor > 0``.
+    """``ŷ ~ Normal(mean, std)`` per horizon step; mean ``softplus(·) + mean_floor > 0`` (or unconstrained).
 
     ``log std`` is soft-clamped to ``log_std_bounds`` (default ``(-5, 2)``:
     ``std`` in ``(0.0067, 7.39)``, suited to the paper's 0--10 scaled signals).
