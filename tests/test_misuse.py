@@ -525,3 +525,14 @@ def test_ctrl_c_then_sigkill_at_random_points_then_resume_is_bit_identical(tmp_p
     assert _same(mine[0], theirs[0])  # model and optimizer: bit-identical
     assert mine[1] == theirs[1] and mine[2] == theirs[2]  # every epoch's logged numbers
     assert not (run / LOCK_NAME).exists()
+
+
+@pytest.mark.parametrize("command", ["train", "evaluate", "compare", "reproduce", "benchmark"])
+def test_every_command_prints_its_help_in_a_narrow_terminal(command, monkeypatch, capsys):
+    # argparse wraps long usage lines at the terminal's width; a group of suppressed options once broke that for
+    # compare ("AssertionError" instead of help)
+    monkeypatch.setenv("COLUMNS", "80")
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: eqpm {command}")

@@ -130,8 +130,9 @@ def _add_train_options(p: argparse.ArgumentParser, with_objective: bool = True) 
     p.add_argument("--config", type=Path, help="JSON file of TrainConfig settings; flags override it")
     if with_objective:
         p.add_argument("--objective", choices=OBJECTIVES, help="'equitable' (Equitable PM) or 'mse' (Plain PM)")
-    q = p.add_mutually_exclusive_group()
     # compare takes its exponents from --q-values: there --q / --q-plus-1 are refused with that hint, not listed
+    # (and not grouped: argparse cannot wrap the usage line of a group whose members are all suppressed)
+    q = p.add_mutually_exclusive_group() if with_objective else p
     q.add_argument("--q", type=float, help="equity parameter q >= 0; the objective is sum_m Cbar_m^(q+1)"
                    if with_objective else argparse.SUPPRESS)
     q.add_argument("--q-plus-1", type=float, dest="q_plus_1", help="the exponent q+1 >= 1 as the paper's tables "
