@@ -190,6 +190,17 @@ def test_cli_compare_trains_and_scores_in_the_given_layout(tmp_path, capsys) -> 
     assert list(summary["method"]) == ["Plain PM", "Utilitarian PM", "Equitable PM"]
 
 
+def test_cli_compare_main_job_defaults(tmp_path, capsys) -> None:
+    # the README's first command: EV home slots on ERCOT, a window-normalised public model for every method
+    assert main(["compare", "--q-values", "5", "--epochs", "1", "--fine-tune-epochs", "1", "--max-batches", "1",
+                 "--seeds", "0", "--out-dir", str(tmp_path)]) == 0
+    configs = [json.loads(p.read_text()) for p in sorted((tmp_path / "runs").glob("*/*/config.json"))]
+    assert len(configs) == 5
+    assert {(c["population"], c["region"], c["model"].get("input_norm")) for c in configs} == \
+        {("ev-home-slots", "ERCO", "window")}
+    assert "Equitable PM" in capsys.readouterr().out
+
+
 def test_cli_compare_refuses_what_it_cannot_honour(tmp_path, capsys) -> None:
     for extra, words in ((["--q-plus-1", "3"], "--q-values"), (["--val-fraction", "0"], "validation"),
                          (["--init-from", "x.pt"], "its own Plain PM")):

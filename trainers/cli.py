@@ -69,6 +69,9 @@ from trainers.training import build_update_rule, train
 COMPARE_POPULATION = "ev-home-slots"
 COMPARE_REGION = "ERCO"
 COMPARE_EXPONENTS = (1.0, 5.0, 20.0)
+#: The main job's public model: window-normalised (RevIN; docs/trainer.md), the strongest Plain PM we measured on
+#: this setting (benchmarks/bench_input_norm.py), so that the Equitable PM is compared with a good forecaster.
+COMPARE_MODEL = {"input_norm": "window"}
 #: Settings that say which population (and which split of it) a run is trained and scored on.
 POPULATION_SETTINGS = ("population", "region", "preset", "layout", "protocol", "val_fraction", "split_seed")
 
@@ -243,7 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "chosen on the validation split (trainers/model_selection.py). Prints each "
                                    "method's held-out point. Defaults: the studies' budget (docs/results.md) on "
                                    f"{COMPARE_POPULATION} ({COMPARE_REGION}), a population with a real trade-off "
-                                   "(docs/tradeoffs.md).")
+                                   "(docs/tradeoffs.md), with the window-normalised public model (input_norm; "
+                                   "docs/trainer.md).")
     _add_train_options(c, with_objective=False)
     c.add_argument("--q-values", type=float, nargs="+", dest="q_values", metavar="Q_PLUS_1",
                    default=list(COMPARE_EXPONENTS),
@@ -515,6 +519,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
             and not getattr(args, "config", None):  # the main job: a population with a real trade-off
         settings["population"] = COMPARE_POPULATION
         settings.setdefault("region", COMPARE_REGION)
+        settings.setdefault("model", dict(COMPARE_MODEL))
     try:
         specs = compare_specs(settings, args.q_values, args.seeds, fine_tune_epochs=args.fine_tune_epochs)
     except ValueError as exc:
