@@ -7,9 +7,10 @@ which an accuracy-trained model extrapolates poorly and a regret-trained model m
 standardises each input window by its own mean and spread and maps the prediction back, so a shifted or stretched
 season gives a shifted or stretched prediction and the same ranking of the hours.
 
-For each setting and seed this trains, with and without it, the studies' runs (``trainers/studies.py``: the
-Plain PM; with ``--grid`` also the Utilitarian PM and the Equitable PMs at q + 1 in {5, 20}, fine-tuned and from
-scratch) on the paper's shared layout, selects as the studies do (each run's epoch and, per seed, the Utilitarian
+For each setting and seed this trains, with and without it, the studies' runs at their first budget
+(``trainers/studies.py``, 10 epochs, fine-tunes 8; the studies of ranking agents now train 40): the Plain PM; with
+``--grid`` also the Utilitarian PM and the Equitable PMs at q + 1 in {5, 20}, fine-tuned and from scratch, on
+the paper's shared layout; selects as the studies do (each run's epoch and, per seed, the Utilitarian
 and Equitable PM on validation; ``trainers/model_selection.py``), and reports the held-out metrics, mean ± std
 over seeds.  The test split is only read to report.
 
