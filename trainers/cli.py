@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "rank predictions also each trained from scratch at its rate / sqrt(q+1)); every "
                                    "run keeps its best validation epoch, and per seed the model standing for each method is "
                                    "chosen on the validation split (trainers/model_selection.py). Prints each "
-                                   "method's held-out point. Defaults: the studies' budget (docs/results.md) on "
+                                   "method's held-out point. Defaults: 10 epochs (the studies' first budget; their "
+                                   "ranking agents now train 40, docs/results.md) on "
                                    f"{COMPARE_POPULATION} ({COMPARE_REGION}), a population with a real trade-off "
                                    "(docs/tradeoffs.md), with the window-normalised public model (input_norm; "
                                    "docs/trainer.md).")
