@@ -222,6 +222,23 @@ def test_model_selection_reads_validation_only_with_the_mean_guard():
     assert chosen["Equitable PM"]["start"] and chosen["Equitable PM"]["worst"] == 20.0
 
 
+def test_accuracy_guard_admits_only_runs_that_stay_a_forecast():
+    plain = {**_row("Plain PM", np.nan, (4.0, 20.0, 10.0), (4.0, 20.0, 10.0), "p"), "val_mse": 10.0}
+    util = {**_row("Equitable PM", 1.0, (3.0, 15.0, 8.0), (3.0, 15.0, 8.0), "u", "p"), "val_mse": 100.0}
+    e5 = {**_row("Equitable PM", 5.0, (2.0, 12.0, 8.3), (2.5, 13.0, 8.5), "e5", "p"), "val_mse": 12.0}
+    e20 = {**_row("Equitable PM", 20.0, (1.0, 10.0, 8.1), (0.5, 5.0, 7.0), "e20", "p"), "val_mse": 13.0}
+    runs = pd.DataFrame([plain, util, e5, e20])
+    free = {r["method"]: r["run_id"] for r in select_seed(runs)}
+    assert free == {"Plain PM": "p", "Utilitarian PM": "u", "Equitable PM": "e20"}
+    # +25 %: the Utilitarian run (MSE 100) and q+1 = 20 (13 > 12.5) are out; the Plain PM stands for the
+    # Utilitarian PM, and q+1 = 5 (within 5 % of its mean? 8.3 <= 10.5) is the Equitable PM
+    guarded = {r["method"]: r for r in select_seed(runs, accuracy_guard=0.25)}
+    assert guarded["Utilitarian PM"]["start"] and guarded["Equitable PM"]["run_id"] == "e5"
+    # no run passes: the Plain PM stands for both (not an empty selection)
+    strict = {r["method"]: r for r in select_seed(runs, accuracy_guard=0.1)}
+    assert strict["Utilitarian PM"]["start"] and strict["Equitable PM"]["start"]
+
+
 def test_targets_on_selected_models():
     rows = []
     for seed, noise in ((0, 0.0), (1, 0.1), (2, -0.1)):

@@ -14,6 +14,11 @@ metrics (``val_*`` columns of :func:`trainers.grid.collect`):
   validation mean regret is within :data:`MEAN_GUARD` (5 %) of the selected
   Utilitarian PM's; if none is, the lowest validation mean regret.
 
+With ``accuracy_guard=g`` (off by default; ``benchmarks/explore_accuracy_guard.py``
+measures it) a Utilitarian or Equitable run is a candidate only if its
+validation MSE is at most ``(1 + g)`` times the Plain PM's: a public model that
+must stay a usable forecast.  The starting point always is.
+
 Counting the starting point as a candidate is early stopping with epoch 0
 included: a fine-tune that never beats the Plain PM on validation is not
 deployed.  The rows then say so (``start=True``; the held-out numbers are the
@@ -55,7 +60,8 @@ def _candidate(row: pd.Series, method: str, start: bool = False) -> dict[str, An
             **{f"val_{k}": float(row[f"val_{k}"]) for k in ("variance", "worst", "mean", "mse")}}
 
 
-def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD) -> list[dict[str, Any]]:
+def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD,
+                accuracy_guard: float | None = None) -> list[dict[str, Any]]:
     """The three methods' selected rows for one (study, setting, protocol, seed); see the module doc."""
     plain = group[group["method"] == "Plain PM"]
     if len(plain) != 1 or "val_mean" not in group or group["val_mean"].isna().all():
@@ -63,6 +69,8 @@ def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD) -> list[dict[str
     p = plain.iloc[0]
     eq = group[group["method"] == "Equitable PM"]
     fine_tuned = bool(eq["init_run"].eq(p["run_id"]).any()) if len(eq) else False
+    if accuracy_guard is not None:  # after fine_tuned: the starting point stays a candidate when no run passes
+        eq = eq[eq["val_mse"] <= (1.0 + accuracy_guard) * p["val_mse"]]
     out = [_candidate(p, "Plain PM")]
 
     def options(cands: pd.DataFrame, method: str, with_start: bool) -> list[dict[str, Any]]:
@@ -73,26 +81,27 @@ def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD) -> list[dict[str
         return min(opts, key=lambda c: tuple(c[k] for k in keys))
 
     util = eq[(eq["q_plus_1"] == 1.0) & (eq["beta"] == 0.0)]
-    if util.empty:
+    if util.empty and not (accuracy_guard is not None and fine_tuned):
         return out
     u = best(options(util, "Utilitarian PM", fine_tuned), ("val_mean",))
     out.append(u)
     cands = eq[eq["q_plus_1"] > 1.0]
-    if cands.empty:
+    if cands.empty and not (accuracy_guard is not None and fine_tuned):
         return out
     limit = u["val_mean"] * (1.0 + guard)
     admissible = [c for c in options(cands, "Equitable PM", fine_tuned) if c["val_mean"] <= limit]
-    out.append(best(admissible, ("val_worst", "val_variance")) if admissible
-               else best(options(cands, "Equitable PM", False), ("val_mean",)))
+    fallback = options(cands, "Equitable PM", False) or options(cands, "Equitable PM", True)  # start if no run
+    out.append(best(admissible, ("val_worst", "val_variance")) if admissible else best(fallback, ("val_mean",)))
     return out
 
 
-def select_models(runs: pd.DataFrame, guard: float = MEAN_GUARD) -> pd.DataFrame:
+def select_models(runs: pd.DataFrame, guard: float = MEAN_GUARD,
+                  accuracy_guard: float | None = None) -> pd.DataFrame:
     """Selected rows (one per study, setting, protocol, seed and method) from :func:`trainers.grid.collect` rows
     (with a ``study`` column)."""
     rows: list[dict[str, Any]] = []
     for _, g in runs.groupby(["study", "setting", "protocol", "seed"], sort=False):
-        rows.extend(select_seed(g, guard))
+        rows.extend(select_seed(g, guard, accuracy_guard))
     return pd.DataFrame(rows)
 
 
