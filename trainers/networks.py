@@ -345,11 +345,11 @@ class PublicModel(nn.Module):
         # signal's level or daily amplitude between the training and the held-out months then changes the
         # prediction by the same affine map, which leaves a ranking agent's decision unchanged.
         s = _as_sequence(x)
-        loc = s[..., 0].mean(dim=1, keepdim=True)  # the predicted series is feature 0
-        spread = s[..., 0].std(dim=1, unbiased=False, keepdim=True).clamp_min(WINDOW_NORM_EPS)
-        z = (s - s.mean(dim=1, keepdim=True)) / s.std(dim=1, unbiased=False, keepdim=True).clamp_min(WINDOW_NORM_EPS)
-        base = self.head(self.backbone(z)).base_dist
-        return Independent(Normal(loc + spread * base.loc, spread * base.scale), 1)
+        mean = s.mean(dim=1, keepdim=True)  # [B, 1, F]
+        spread = s.std(dim=1, unbiased=False, keepdim=True).clamp_min(WINDOW_NORM_EPS)
+        base = self.head(self.backbone((s - mean) / spread)).base_dist
+        loc, scale = mean[:, :, 0], spread[:, :, 0]  # [B, 1]: the predicted series is feature 0
+        return Independent(Normal(loc + scale * base.loc, scale * base.scale), 1)
 
     forward = distribution
 
