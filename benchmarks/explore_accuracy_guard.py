@@ -22,8 +22,8 @@ from trainers.model_selection import select_models, target_claims
 SHORT = {"not worse": "no over-shoot", "below the Plain PM on": "beats Plain", "below the Plain and": "beats both"}
 
 
-def verdicts(runs: pd.DataFrame, accuracy_guard: float | None = None) -> pd.DataFrame:
-    c = pd.DataFrame(target_claims(select_models(runs, accuracy_guard=accuracy_guard)))
+def verdicts(runs: pd.DataFrame, accuracy_guard: float | None = None, metric: str = "mse") -> pd.DataFrame:
+    c = pd.DataFrame(target_claims(select_models(runs, accuracy_guard=accuracy_guard, guard_metric=metric)))
     c["target"] = [next(v for k, v in SHORT.items() if k in claim) for claim in c.claim]
     return c.pivot_table(index=["study", "setting", "protocol"], columns="target", values="verdict", aggfunc="first")
 
@@ -32,6 +32,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("files", nargs="*")
     ap.add_argument("--guard", type=float, default=0.25)
+    ap.add_argument("--metric", choices=("mse", "mean"), default="mse")
     a = ap.parse_args()
     files = a.files or [f for f in sorted(glob.glob("docs/results/*_per_run.csv")) if "10epochs" not in f]
     frames = []
@@ -40,8 +41,8 @@ def main() -> None:
         if {"val_mse", "init_run", "protocol"} <= set(d.columns):
             frames.append(d.assign(study=f.rsplit("/", 1)[-1].removesuffix("_per_run.csv")))
     runs = pd.concat(frames, ignore_index=True)
-    g = verdicts(runs, a.guard)
-    g.columns = [f"{c} (guard {a.guard:g})" for c in g.columns]
+    g = verdicts(runs, a.guard, a.metric)
+    g.columns = [f"{c} ({a.metric} guard {a.guard:g})" for c in g.columns]
     both = verdicts(runs).join(g)
     pd.set_option("display.width", 250)
     print(both.to_string())

@@ -57,6 +57,7 @@ from trainers.studies import (
     PLAIN_EPOCHS,
     QUICK,
     STUDY_LAYOUT,
+    REGION_STUDIES,
     STUDY_NAMES,
     compare_specs,
     population_study_specs,
@@ -276,6 +277,9 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--layout", choices=LAYOUTS,
                    help=f"time layout of every run (default {STUDY_LAYOUT}, the paper's; 'chunked': the variant; "
                         "a population file sets its own)")
+    r.add_argument("--regions", nargs="+", choices=sorted(REGIONS), metavar="BA",
+                   help=f"grid data of these balancing authorities instead of the study's (studies "
+                        f"{', '.join(REGION_STUDIES)} only; accepted: {', '.join(sorted(REGIONS))})")
     r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, nargs="+", default=list(SPLIT_PROTOCOLS),
                    dest="protocol", help="'time' (held-out months after the training months) and/or the paper's "
                                          "'random' per-agent partition (App. A.3.1); default: both")
@@ -496,7 +500,8 @@ def _distinct(values: list, flag: str) -> None:
     seen = set()
     for v in values:
         if v in seen:
-            raise CLIError(f"{flag}: {v:g} is given twice; accepted: distinct values (each would be one run "
+            shown = f"{v:g}" if isinstance(v, float) else str(v)
+            raise CLIError(f"{flag}: {shown} is given twice; accepted: distinct values (each would be one run "
                            f"counted twice)")
         seen.add(v)
 
@@ -586,6 +591,14 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     for n in names:
         if n not in STUDY_NAMES:
             raise CLIError(f"unknown study {n!r}; accepted: {', '.join(STUDY_NAMES)}, all")
+    if args.regions is not None:
+        if spec is not None:
+            raise CLIError("--regions does not apply to --population-file; accepted: set each agent's data in the file")
+        other = [n for n in names if n not in REGION_STUDIES]
+        if other:
+            raise CLIError(f"--regions applies to the studies {', '.join(REGION_STUDIES)} only, not "
+                           f"{', '.join(other)}")
+        _distinct(args.regions, "--regions")
     if args.num_cpus is not None and args.num_cpus < 1:
         raise CLIError(f"--num-cpus {args.num_cpus} is not accepted; accepted: an integer >= 1")
     if args.address is not None and args.backend != "ray":
@@ -606,7 +619,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     else:
         specs = {n: [s for p in dict.fromkeys(args.protocol)
                      for s in study_specs(n, seeds, quick=args.quick, layout=args.layout or STUDY_LAYOUT,
-                                             protocol=p)] for n in names}
+                                             protocol=p, regions=args.regions)] for n in names}
     t0 = time.perf_counter()
     if not args.report_only:
         try:

@@ -42,6 +42,8 @@ import pandas as pd
 METHODS = ("Plain PM", "Utilitarian PM", "Equitable PM")
 #: The Equitable PM's validation mean regret may exceed the Utilitarian PM's by at most this fraction.
 MEAN_GUARD = 0.05
+#: What an accuracy guard compares with the Plain PM's: validation MSE, or mean regret (agents that only rank).
+GUARD_METRICS = ("mse", "mean")
 #: Columns of ``selected.csv`` (issue 10): the held-out metrics of the validation-selected models, one row per seed.
 SELECTED_COLUMNS = ["study", "setting", "protocol", "method", "seed", "variance", "worst", "mean", "mse"]
 #: Columns of ``claims.csv``.
@@ -60,8 +62,8 @@ def _candidate(row: pd.Series, method: str, start: bool = False) -> dict[str, An
             **{f"val_{k}": float(row[f"val_{k}"]) for k in ("variance", "worst", "mean", "mse")}}
 
 
-def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD,
-                accuracy_guard: float | None = None) -> list[dict[str, Any]]:
+def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD, accuracy_guard: float | None = None,
+                guard_metric: str = "mse") -> list[dict[str, Any]]:
     """The three methods' selected rows for one (study, setting, protocol, seed); see the module doc."""
     plain = group[group["method"] == "Plain PM"]
     if len(plain) != 1 or "val_mean" not in group or group["val_mean"].isna().all():
@@ -70,7 +72,10 @@ def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD,
     eq = group[group["method"] == "Equitable PM"]
     fine_tuned = bool(eq["init_run"].eq(p["run_id"]).any()) if len(eq) else False
     if accuracy_guard is not None:  # after fine_tuned: the starting point stays a candidate when no run passes
-        eq = eq[eq["val_mse"] <= (1.0 + accuracy_guard) * p["val_mse"]]
+        if guard_metric not in GUARD_METRICS:
+            raise ValueError(f"guard_metric {guard_metric!r} is not accepted; accepted: {', '.join(GUARD_METRICS)}")
+        col = f"val_{guard_metric}"
+        eq = eq[eq[col] <= (1.0 + accuracy_guard) * p[col]]
     out = [_candidate(p, "Plain PM")]
 
     def options(cands: pd.DataFrame, method: str, with_start: bool) -> list[dict[str, Any]]:
@@ -95,13 +100,13 @@ def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD,
     return out
 
 
-def select_models(runs: pd.DataFrame, guard: float = MEAN_GUARD,
-                  accuracy_guard: float | None = None) -> pd.DataFrame:
+def select_models(runs: pd.DataFrame, guard: float = MEAN_GUARD, accuracy_guard: float | None = None,
+                  guard_metric: str = "mse") -> pd.DataFrame:
     """Selected rows (one per study, setting, protocol, seed and method) from :func:`trainers.grid.collect` rows
     (with a ``study`` column)."""
     rows: list[dict[str, Any]] = []
     for _, g in runs.groupby(["study", "setting", "protocol", "seed"], sort=False):
-        rows.extend(select_seed(g, guard, accuracy_guard))
+        rows.extend(select_seed(g, guard, accuracy_guard, guard_metric))
     return pd.DataFrame(rows)
 
 

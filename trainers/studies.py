@@ -141,7 +141,9 @@ TABLE3_EXPONENTS = (1.0, 1.1)
 TABLE4_BETAS = (0.0, 0.2, 0.8)
 PHONE_EXPONENTS = (1.0, 3.0, 10.0)
 #: Beyond the paper: populations with a real trade-off on a shared input (docs/tradeoffs.md), on two grids.
-TRADEOFF_SETTINGS = tuple((f"{p}, {r}", p, r) for r in ("CISO", "ERCO") for p in TRADEOFF_POPULATIONS)
+TRADEOFF_REGIONS = ("CISO", "ERCO")
+#: Studies whose grid data can be another balancing authority's (``study_specs(..., regions=...)``).
+REGION_STUDIES = ("region", "tradeoffs")
 TRADEOFF_EXPONENTS = (1.0, 5.0, 20.0)
 
 #: TrainConfig settings added after study runs were written, with the value at which they are left out of a run's
@@ -334,18 +336,20 @@ def _estimators(seeds, quick, **kw):
             yield _equitable("estimators", "Similar agents", "ev-similar", s, quick, 20.0, estimator_kw=est, **kw)
 
 
-def _region(seeds, quick, **kw):
-    yield from _table1(seeds, quick, region="ERCO", study="region", **kw)
+def _region(seeds, quick, regions=("ERCO",), **kw):
+    for r in regions:
+        yield from _table1(seeds, quick, region=r, study="region", **kw)
 
 
 def _phone(seeds, quick, **kw):
     yield from _setting("phone", "Phones", "phone", seeds, quick, PHONE_EXPONENTS, **RANKING_BUDGET, **kw)
 
 
-def _tradeoffs(seeds, quick, **kw):
-    for label, pop, region in TRADEOFF_SETTINGS:
-        yield from _setting("tradeoffs", label, pop, seeds, quick, TRADEOFF_EXPONENTS, region=region,
-                            **RANKING_BUDGET, **kw)
+def _tradeoffs(seeds, quick, regions=TRADEOFF_REGIONS, **kw):
+    for region in regions:
+        for pop in TRADEOFF_POPULATIONS:
+            yield from _setting("tradeoffs", f"{pop}, {region}", pop, seeds, quick, TRADEOFF_EXPONENTS,
+                                region=region, **RANKING_BUDGET, **kw)
 
 
 _BUILDERS: dict[str, Callable[..., Any]] = {
@@ -408,13 +412,25 @@ def compare_specs(settings: dict[str, Any], q_values: tuple[float, ...] | list[f
 
 
 def study_specs(name: str, seeds: tuple[int, ...] | list[int] = DEFAULT_SEEDS, quick: bool = False,
-                layout: str = STUDY_LAYOUT, protocol: str = "time") -> list[RunSpec]:
-    """The runs of study ``name`` (one of :data:`STUDY_NAMES`) in ``layout`` under the split ``protocol``."""
+                layout: str = STUDY_LAYOUT, protocol: str = "time",
+                regions: tuple[str, ...] | list[str] | None = None) -> list[RunSpec]:
+    """The runs of study ``name`` (one of :data:`STUDY_NAMES`) in ``layout`` under the split ``protocol``.
+
+    ``regions`` (studies in :data:`REGION_STUDIES` only) replaces the study's balancing authorities, e.g. to
+    check its findings on grid data it was not developed on.
+    """
     if name not in _BUILDERS:
         raise ValueError(f"unknown study {name!r}; accepted: {', '.join(STUDY_NAMES)}")
     if not seeds:
         raise ValueError("at least one seed is needed")
-    return list(_BUILDERS[name](tuple(seeds), quick, layout=layout, protocol=protocol))
+    kw: dict[str, Any] = {}
+    if regions is not None:
+        if name not in REGION_STUDIES:
+            raise ValueError(f"regions apply to the studies {', '.join(REGION_STUDIES)} only, not {name!r}")
+        if not regions:
+            raise ValueError("at least one region is needed")
+        kw["regions"] = tuple(dict.fromkeys(regions))
+    return list(_BUILDERS[name](tuple(seeds), quick, layout=layout, protocol=protocol, **kw))
 
 
 #: The paper's published numbers, keyed by (study, setting, q+1 or None for the Plain PM, beta):
