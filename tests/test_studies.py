@@ -75,6 +75,29 @@ def test_studies_run_in_the_papers_layout_and_name_the_variant_and_protocol():
     assert not {s.run_id for s in paper} & {s.run_id for s in chunked}
 
 
+def test_regions_replace_a_studys_grid_data_and_keep_its_run_ids():
+    default = study_specs("tradeoffs", seeds=[0])
+    assert {s.config["region"] for s in default} == {"CISO", "ERCO"}
+    again = study_specs("tradeoffs", seeds=[0], regions=["CISO", "ERCO"])
+    assert [s.run_id for s in again] == [s.run_id for s in default]  # finished runs stay valid
+    fresh = study_specs("tradeoffs", seeds=[0], regions=["PJM"])
+    assert {s.config["region"] for s in fresh} == {"PJM"} and len(fresh) == len(default) // 2
+    assert all(s.setting.endswith(", PJM") and "-PJM/" in s.run_id for s in fresh)
+    assert {s.config["region"] for s in study_specs("region", seeds=[0], regions=["MISO"])} == {"MISO"}
+    with pytest.raises(ValueError, match="regions apply to the studies region, tradeoffs only"):
+        study_specs("table2", regions=["PJM"])
+
+
+def test_regions_flag_errors_are_one_line(capsys):
+    for argv, msg in ((["reproduce", "table2", "--regions", "PJM"], "--regions applies to the studies"),
+                      (["reproduce", "tradeoffs", "--regions", "PJM", "PJM"], "--regions: PJM is given twice")):
+        with pytest.raises(SystemExit) as e:
+            cli.main([*argv, "--quick", "--report-only"])
+        assert e.value.code == 2
+        err = capsys.readouterr().err.strip()
+        assert msg in err and "\n" not in err and "Traceback" not in err
+
+
 def test_unknown_study_is_a_clear_error():
     with pytest.raises(ValueError, match="accepted: table1"):
         study_specs("table9")
@@ -237,6 +260,12 @@ def test_accuracy_guard_admits_only_runs_that_stay_a_forecast():
     # no run passes: the Plain PM stands for both (not an empty selection)
     strict = {r["method"]: r for r in select_seed(runs, accuracy_guard=0.1)}
     assert strict["Utilitarian PM"]["start"] and strict["Equitable PM"]["start"]
+    # guarding on validation mean regret instead (agents that only rank): every run here has less than the
+    # Plain PM's 10, so all pass and the choice is the unguarded one
+    by_mean = {r["method"]: r["run_id"] for r in select_seed(runs, accuracy_guard=0.0, guard_metric="mean")}
+    assert by_mean == free
+    with pytest.raises(ValueError, match="accepted: mse, mean"):
+        select_seed(runs, accuracy_guard=0.1, guard_metric="variance")
 
 
 def test_targets_on_selected_models():

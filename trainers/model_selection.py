@@ -15,9 +15,12 @@ metrics (``val_*`` columns of :func:`trainers.grid.collect`):
   Utilitarian PM's; if none is, the lowest validation mean regret.
 
 With ``accuracy_guard=g`` (off by default; ``benchmarks/explore_accuracy_guard.py``
-measures it) a Utilitarian or Equitable run is a candidate only if its
-validation MSE is at most ``(1 + g)`` times the Plain PM's: a public model that
-must stay a usable forecast.  The starting point always is.
+measures it, docs/fresh_check.md checks it on fresh data) a Utilitarian or
+Equitable run is a candidate only if its validation MSE is at most ``(1 + g)``
+times the Plain PM's: a public model that must stay a usable forecast.  The
+starting point always is.  ``guard_metric="mean"`` guards validation mean
+regret instead (the issue's option for agents that only rank predictions; it
+rarely binds, as the Utilitarian PM's mean regret is below the Plain PM's).
 
 Counting the starting point as a candidate is early stopping with epoch 0
 included: a fine-tune that never beats the Plain PM on validation is not

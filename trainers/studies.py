@@ -26,6 +26,11 @@ Studies (``eqpm reproduce NAME``):
   shared input (``ev-home-slots``, ``ev-home-windows``, ``phone-home-windows``;
   docs/tradeoffs.md) on CAISO and ERCOT, q+1 in {1, 5, 20}.
 
+``region`` and ``tradeoffs`` run on other balancing authorities' data with
+``study_specs(..., regions=[...])`` (``eqpm reproduce tradeoffs --regions PJM
+MISO``): the same runs, a check of their findings on data they were not
+developed on (docs/fresh_check.md).
+
 In every setting and seed the Plain PM is trained first; the Utilitarian PM
 (q+1 = 1, added where the paper's grid lacks it) and the Equitable PMs are
 fine-tuned from it (``init_from`` naming the Plain PM's run inside the grid,
