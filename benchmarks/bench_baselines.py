@@ -20,7 +20,9 @@ which git does not track):
 * ``revin`` -- the ``shared`` part's EV settings and 6-point grid for ``eq_ppo``
   and the Plain PM with the window-normalised public model (``input_norm="window"``,
   RevIN; ``benchmarks/bench_input_norm.py``): does a model that sees each window
-  standardised carry what it learnt to the later months?
+  standardised carry what it learnt to the later months?  With SB3 PPO (util and
+  equitable) through the same normalisation (``WindowNormalizeWrapper``), the
+  like-for-like baseline.
 * ``dc`` -- data centers (``dc-different-different-lambda``, shared layout,
   q + 1 = 3), ``eq_ppo`` against ``pathwise`` and the Plain PM: does the new
   rule match the pathwise gradient where one exists?
@@ -67,10 +69,11 @@ PARTS = {
     "chunked": [*EV, "--layout", "chunked", "--budget", "1000000", "--checkpoints", "6", "--quick",
                 "--methods", *EV_METHODS],
     "sac": [*EV, "--layout", "shared", "--budget", "2000000", "--checkpoints", "6", "--quick", "--methods", "SAC util"],
-    # our public model with window normalisation (input_norm="window", RevIN) for every method that trains it;
-    # SB3's policies keep their own MLP on the raw window (BENCHMARKS.md says why)
+    # our public model with window normalisation (input_norm="window", RevIN) for every method that trains it, and
+    # SB3 PPO through the same normalisation as an env wrapper (eq_envs.sb3_env.WindowNormalizeWrapper)
     "revin": ["--population", "ev-similar", "ev-different", "--q-plus-1", "20", "--model", REVIN, "--seeds", "0", "1",
-              "2", "--layout", "shared", "--budget", "2000000", "--methods", "eq_ppo", "mse"],
+              "2", "--layout", "shared", "--budget", "2000000", "--methods", "eq_ppo", "mse", "PPO util (window)",
+              "PPO equitable (window)"],
     "dc": ["--population", "dc-different-different-lambda", "--layout", "shared", "--q-plus-1", "3", *MODEL,
            "--budget", "2000000", "--seeds", "0", "1", "2", "--methods", "eq_ppo", "pathwise", "mse"],
 }

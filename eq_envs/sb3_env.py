@@ -42,7 +42,8 @@ Spaces (float32 ``Box``; the same bounds as the per-agent envs of
   ``RescaleObservation``), as ``trainers/baselines/sb3.py`` does.
 
 :class:`EquitableRewardWrapper` replaces the reward with the equitable
-weighting of the per-agent regrets, and :class:`PolicyPredictor` turns a trained
+weighting of the per-agent regrets, :class:`WindowNormalizeWrapper` gives an RL
+policy the public model's window normalisation, and :class:`PolicyPredictor` turns a trained
 SB3 policy into a public model for :func:`trainers.evaluation.agent_regrets`.
 See ``docs/sb3.md``.  Registered as ``eq_envs/PublicModel-v0``.
 """
@@ -235,14 +236,92 @@ class EquitableRewardWrapper(gym.Wrapper):
         return obs, new_reward, terminated, truncated, info
 
 
+#: Smallest spread a window is divided by (the signals are scaled to about 0--10; the same floor as the public
+#: model's ``input_norm="window"``, ``trainers.networks.WINDOW_NORM_EPS``).
+WINDOW_EPS = 1e-2
+#: Default half-width of :class:`WindowNormalizeWrapper`'s action space, in window spreads: it holds 99 % of the
+#: next 12 hours' deviations from the last 12 hours' mean on the CISO and ERCOT training months (measured:
+#: 99th percentile 6.9 and 8.1 spreads, 90th 3.5 and 3.9).
+WINDOW_ACTION_SPREADS = 8.0
+
+
+class WindowNormalizeWrapper(gym.Wrapper):
+    r"""The public model's window normalisation (RevIN, Kim et al. 2022) as an env wrapper, for RL libraries.
+
+    Each observation window ``x`` (a row of ``L`` public inputs) is replaced by its standardised values
+    ``(x - m) / s`` with ``m`` its mean and ``s = max(std(x), WINDOW_EPS)`` its spread (population std); an
+    action ``z`` is read in the same units and the wrapped env receives ``m + s z`` -- what a public model with
+    ``input_norm="window"`` (:mod:`trainers.networks`) does around its backbone.  A policy trained through it
+    sees every window at the same level and scale, whatever the season, as ours does.
+
+    Spaces: observation ``[-sqrt(L-1), sqrt(L-1)]`` (the bound of a standardised window), action
+    ``[-spreads, spreads]`` (default :data:`WINDOW_ACTION_SPREADS`); shapes as the wrapped env's.  ``m + s z`` is
+    clipped to the wrapped env's action bounds (they are ``span/2`` beyond the series' range, so only a
+    window-relative action far outside every value the signal takes is clipped; ``info["window_clipped"]``
+    counts the entries).  Wrap a :class:`PublicModelEnv` (possibly inside :class:`EquitableRewardWrapper`)
+    before any rescaling: :class:`PolicyPredictor` applies it first to inputs and last to actions.
+    """
+
+    def __init__(self, env: gym.Env, spreads: float = WINDOW_ACTION_SPREADS) -> None:
+        super().__init__(env)
+        if isinstance(spreads, bool) or not isinstance(spreads, Real) or not 0 < float(spreads) < math.inf:
+            raise ValueError(f"spreads={spreads!r}; accepted: a finite number > 0 (the action's half-width in "
+                             f"window spreads)")
+        inner_obs, inner_act = env.observation_space, env.action_space
+        if not isinstance(inner_obs, spaces.Box) or not isinstance(inner_act, spaces.Box):
+            raise TypeError("WindowNormalizeWrapper: wrap an env with Box observations and actions (a PublicModelEnv)")
+        L = inner_obs.shape[-1]
+        bound = np.float32(math.sqrt(max(L - 1, 1)))
+        self.observation_space = spaces.Box(-bound, bound, shape=inner_obs.shape, dtype=np.float32)
+        self.action_space = spaces.Box(np.float32(-spreads), np.float32(spreads), shape=inner_act.shape,
+                                       dtype=np.float32)
+        self.spreads = float(spreads)
+        self._stats: tuple[np.ndarray, np.ndarray] | None = None
+
+    @staticmethod
+    def stats(obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and spread of every window (the last axis) of ``obs``, with a kept last axis."""
+        x = np.asarray(obs, dtype=np.float64)
+        return x.mean(axis=-1, keepdims=True), np.maximum(x.std(axis=-1, keepdims=True), WINDOW_EPS)
+
+    @staticmethod
+    def normalize(obs: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        m, s = stats
+        return ((np.asarray(obs, dtype=np.float64) - m) / s).astype(np.float32)
+
+    def denormalize(self, action: np.ndarray, stats: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+        """``m + s z`` in the wrapped env's units, clipped to its action bounds."""
+        m, s = stats
+        a = m + s * np.asarray(action, dtype=np.float64)
+        box = self.env.action_space
+        return np.clip(a, box.low.astype(np.float64), box.high.astype(np.float64))
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        obs, info = self.env.reset(seed=seed, options=options)
+        self._stats = self.stats(obs)
+        return self.normalize(obs, self._stats), info
+
+    def step(self, action: Any):
+        if self._stats is None:
+            raise reset_needed("WindowNormalizeWrapper")
+        z = check_action(action, self.action_space, "WindowNormalizeWrapper").astype(np.float64)
+        m, s = self._stats
+        raw = m + s * z
+        a = self.denormalize(z, self._stats)
+        obs, reward, terminated, truncated, info = self.env.step(a.astype(np.float32))
+        info = dict(info, window_clipped=int(np.count_nonzero(a != raw)))
+        self._stats = self.stats(obs)
+        return self.normalize(obs, self._stats), reward, terminated, truncated, info
+
+
 class PolicyPredictor:
     """A deterministic RL policy as a public model for :mod:`trainers.evaluation`.
 
     ``policy`` is anything with ``predict(obs, deterministic=True) -> (action, state)``
     (an SB3 model).  ``env`` is the env it was trained on: observation and
     action wrappers on it (``RescaleObservation``, ``RescaleAction``, ... --
-    elementwise transforms) are applied to the raw public inputs and to the
-    policy's actions, so the predictor maps raw inputs ``x`` to predictions in
+    elementwise transforms -- and a :class:`WindowNormalizeWrapper` innermost) are applied to the raw public
+    inputs and to the policy's actions, so the predictor maps raw inputs ``x`` to predictions in
     signal units, as :class:`trainers.networks.PublicModel.mean` does:
     ``[B, L] -> [B, H]`` (shared layout) or ``[M, B, L] -> [M, B, H]`` (chunked).
     """
@@ -259,6 +338,12 @@ class PolicyPredictor:
         self.base = e
         self._obs_wrappers = [w for w in reversed(chain) if isinstance(w, gym.ObservationWrapper)]  # inner first
         self._act_wrappers = [w for w in chain if isinstance(w, gym.ActionWrapper)]  # outer first
+        windows = [i for i, w in enumerate(chain) if isinstance(w, WindowNormalizeWrapper)]
+        self._window: WindowNormalizeWrapper | None = chain[windows[0]] if windows else None
+        if len(windows) > 1 or (windows and any(isinstance(w, (gym.ObservationWrapper, gym.ActionWrapper))
+                                                for w in chain[windows[0] + 1:])):
+            raise TypeError("PolicyPredictor: a WindowNormalizeWrapper must be the only one and wrap the "
+                            "PublicModelEnv before any observation or action wrapper")
 
     def eval(self) -> PolicyPredictor:
         return self
@@ -268,6 +353,10 @@ class PolicyPredictor:
         obs = x.detach().cpu().numpy().astype(np.float32)
         if per_agent:  # [M, B, L] -> [B, M, L]
             obs = obs.transpose(1, 0, 2)
+        stats = None
+        if self._window is not None:  # innermost: first on the inputs, last on the actions
+            stats = self._window.stats(obs)
+            obs = self._window.normalize(obs, stats)
         for w in self._obs_wrappers:
             obs = w.observation(obs)
         act, _ = self.policy.predict(np.asarray(obs, dtype=np.float32), deterministic=True)
@@ -275,6 +364,8 @@ class PolicyPredictor:
         for w in self._act_wrappers:
             act = w.action(act)
         act = np.asarray(act, dtype=np.float64)
+        if self._window is not None:
+            act = self._window.denormalize(act, stats)
         if per_agent:  # [B, M, H] -> [M, B, H]
             act = act.transpose(1, 0, 2)
         return torch.from_numpy(np.ascontiguousarray(act))

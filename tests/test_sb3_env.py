@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import eq_envs
-from eq_envs.sb3_env import EquitableRewardWrapper, PolicyPredictor, PublicModelEnv
+from eq_envs.sb3_env import EquitableRewardWrapper, PolicyPredictor, PublicModelEnv, WindowNormalizeWrapper
 
 LO, HI = np.float32(-1.0), np.float32(1.0)
 
@@ -219,6 +219,62 @@ def test_policy_predictor_chunked_layout_shapes() -> None:
     assert tuple(pred.shape) == (70, 5, 12) and (pred == 3.0).all()
     with pytest.raises(TypeError, match="PublicModelEnv"):
         PolicyPredictor(Const(), gym.make("eq_envs/EVCharging-v0"))
+
+
+@pytest.mark.parametrize("layout", ["shared", "chunked"])
+def test_window_wrapper_standardises_each_window_and_maps_actions_back(layout: str) -> None:
+    env = PublicModelEnv("ev-different", episode_length=4, layout=layout)
+    pop = env.population
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        check_env(WindowNormalizeWrapper(PublicModelEnv("ev-different", episode_length=4, layout=layout)),
+                  skip_render_check=True)
+    wrapped = WindowNormalizeWrapper(EquitableRewardWrapper(env, q=0.0))
+    z_obs, info = wrapped.reset(seed=3)
+    raw = pop.observation([info["clock"]]).numpy()  # [1, L] or [M, 1, L]
+    raw = raw[:, 0] if raw.ndim == 3 else raw[0]
+    # each window (row) at mean 0 and spread 1, inside the declared bounds
+    np.testing.assert_allclose(z_obs.mean(-1), 0.0, atol=1e-5)
+    np.testing.assert_allclose(z_obs.std(-1), 1.0, rtol=1e-4)
+    assert wrapped.observation_space.contains(z_obs)
+    # an action of z spreads is the prediction mean + z * spread of each row's own window (numpy oracle)
+    rng = np.random.default_rng(0)
+    z = rng.uniform(-2, 2, wrapped.action_space.shape).astype(np.float32)
+    _, _, _, _, step_info = wrapped.step(z)
+    want = raw.mean(-1, keepdims=True) + raw.std(-1, keepdims=True) * z.astype(np.float64)
+    regret = pop.regret(torch.from_numpy(want).view(-1, 1, pop.horizon), [info["clock"]])[:, 0].numpy()
+    np.testing.assert_allclose(step_info["agent_regret"], regret, rtol=1e-6, atol=1e-9)
+    assert step_info["window_clipped"] == 0
+    # a window-relative action beyond the signal's range is clipped to the env's bounds
+    hi = env.action_space.high.astype(np.float64)
+    top = (np.full(raw.shape[:-1] + (1,), hi.max()), np.ones(raw.shape[:-1] + (1,)))
+    np.testing.assert_array_equal(wrapped.denormalize(np.ones(wrapped.action_space.shape), top), hi)
+    with pytest.raises(ValueError, match="outside the action space"):
+        wrapped.step(np.full(wrapped.action_space.shape, 9.0, dtype=np.float32))
+    with pytest.raises(ValueError, match="spreads"):
+        WindowNormalizeWrapper(env, spreads=0.0)
+
+
+def test_policy_predictor_undoes_the_window_wrapper() -> None:
+    class Zero:  # the deterministic action 0 in [-1, 1]: z = 0, i.e. every hour at its window's mean
+        def predict(self, obs, deterministic=True):
+            return np.zeros((*np.asarray(obs).shape[:-1], 12), dtype=np.float32), None
+
+    class Half(Zero):  # 0.5 in [-1, 1]: z = spreads / 2 = 4 window spreads above the mean
+        def predict(self, obs, deterministic=True):
+            return Zero.predict(self, obs)[0] + 0.5, None
+
+    base = PublicModelEnv("ev-similar", episode_length=4)
+    env = RescaleAction(RescaleObservation(WindowNormalizeWrapper(base), LO, HI), LO, HI)
+    x = base.population.observation(torch.arange(6)).numpy()  # [6, L]
+    mean, spread = x.mean(1, keepdims=True), x.std(1, keepdims=True)
+    np.testing.assert_allclose(PolicyPredictor(Zero(), env).mean(torch.from_numpy(x)).numpy(),
+                               np.repeat(mean, 12, axis=1), rtol=1e-6)
+    lo, hi = base.action_space.low[0], base.action_space.high[0]
+    np.testing.assert_allclose(PolicyPredictor(Half(), env).mean(torch.from_numpy(x)).numpy(),
+                               np.clip(np.repeat(mean + 4 * spread, 12, axis=1), lo, hi), rtol=1e-5)
+    with pytest.raises(TypeError, match="WindowNormalizeWrapper must"):
+        PolicyPredictor(Zero(), WindowNormalizeWrapper(RescaleAction(base, LO, HI)))
 
 
 def test_trainer_layout_setting_validates_and_trains_on_the_shared_population(tmp_path) -> None:

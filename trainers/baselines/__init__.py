@@ -11,6 +11,7 @@ method (``--methods``)      family  what trains the public model
 ``PPO util`` / ``equitable``  sb3   Stable-Baselines3 PPO on ``PublicModelEnv`` (mean / equitable reward)
 ``A2C util`` / ``equitable``  sb3   Stable-Baselines3 A2C, the same
 ``SAC util`` / ``equitable``  sb3   Stable-Baselines3 SAC, the same
+``PPO util (window)`` / ...   sb3   PPO through ``WindowNormalizeWrapper`` (each window standardised)
 ``SPO+``                    dfl     PyEPO's SPO+ loss through the top-k slot problem (slot agents only)
 ``PFYL``                    dfl     PyEPO's perturbed Fenchel-Young loss, the same
 ==========================  ======  =====================================================================
@@ -46,6 +47,8 @@ register(UpdateRuleMethod("mse", "the Plain PM: MSE of the mean prediction", obj
 for _algo in ("PPO", "A2C", "SAC"):
     for _equitable in (False, True):
         register(SB3Method(_algo, _equitable))
+for _equitable in (False, True):  # the baseline of a window-normalised public model (input_norm="window")
+    register(SB3Method("PPO", _equitable, window=True))
 register(DFLMethod("spo+", "SPO+", "SPO+ loss (Elmachtoub & Grigas 2022) through PyEPO's SPOPlus on the top-k "
                                    "slot problem"))
 register(DFLMethod("pfyl", "PFYL", "perturbed Fenchel-Young loss (Berthet et al. 2020) through PyEPO's "

@@ -9,7 +9,9 @@ setting's ``q`` (``equitable``: :class:`eq_envs.sb3_env.EquitableRewardWrapper`,
 running means with EMA rate 0.01).  SB3's ``MlpPolicy`` with library defaults
 except ``gamma = 0`` (a contextual bandit: an action never changes later
 observations), observations and actions rescaled to ``[-1, 1]`` (SB3's
-recommendation), and SAC's replay buffer sized to the run.
+recommendation), and SAC's replay buffer sized to the run.  The ``(window)``
+variants put :class:`eq_envs.sb3_env.WindowNormalizeWrapper` under the rescaling:
+the like-for-like baseline of a public model with ``input_norm="window"``.
 
 Budget: one env step is one clock position and ``M`` agent-decisions.  PPO
 and A2C learn in whole rollouts of ``n_steps``; a run takes the whole
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from eq_envs.population import Population
-from eq_envs.sb3_env import EquitableRewardWrapper, PolicyPredictor, PublicModelEnv
+from eq_envs.sb3_env import EquitableRewardWrapper, PolicyPredictor, PublicModelEnv, WindowNormalizeWrapper
 from trainers.baselines.base import Counts, Method, MethodRun, Predictor, SettingView, lr_batch_grid
 
 LO, HI = np.float32(-1.0), np.float32(1.0)  # SB3's preferred spaces (float32: no precision warning)
@@ -43,14 +45,17 @@ ALGORITHMS: dict[str, tuple[float, str, tuple[int, ...], tuple[int, ...]]] = {
 }
 
 
-def make_env(setting: SettingView, equitable: bool, seed: int):
-    """The rescaled (and, with ``equitable``, re-weighted) training env of ``setting``, seeded."""
+def make_env(setting: SettingView, equitable: bool, seed: int, window: bool = False):
+    """The rescaled (and, with ``equitable``, re-weighted; with ``window``, window-normalised) training env of
+    ``setting``, seeded."""
     from gymnasium.wrappers import RescaleAction, RescaleObservation
 
     pop = setting.split_population("train")
     env = PublicModelEnv(pop, episode_length=min(EPISODE_LENGTH, pop.num_steps))
     if equitable:
         env = EquitableRewardWrapper(env, q=setting.q, rate=EQUITABLE_RATE)
+    if window:
+        env = WindowNormalizeWrapper(env)
     env = RescaleAction(RescaleObservation(env, LO, HI), LO, HI)
     env.reset(seed=seed)
     env.action_space.seed(seed)
@@ -58,13 +63,17 @@ def make_env(setting: SettingView, equitable: bool, seed: int):
 
 
 class SB3Method(Method):
-    """``algo`` (``"PPO"``, ``"A2C"`` or ``"SAC"``) on the utilitarian or the equitable reward."""
+    """``algo`` (``"PPO"``, ``"A2C"`` or ``"SAC"``) on the utilitarian or the equitable reward; with ``window``,
+    through :class:`~eq_envs.sb3_env.WindowNormalizeWrapper` (the policy sees each window standardised and acts
+    in its units, as a public model with ``input_norm="window"``), named ``"<algo> <reward> (window)"``."""
 
-    def __init__(self, algo: str, equitable: bool) -> None:
+    def __init__(self, algo: str, equitable: bool, window: bool = False) -> None:
         reward = "equitable" if equitable else "util"
         what = "the equitable reward (running per-agent weights)" if equitable else "minus the mean regret"
-        super().__init__(f"{algo} {reward}", "sb3", f"Stable-Baselines3 {algo} (MlpPolicy) on {what}")
-        self.algo, self.equitable = algo, equitable
+        norm = " (window)" if window else ""
+        super().__init__(f"{algo} {reward}{norm}", "sb3", f"Stable-Baselines3 {algo} (MlpPolicy) on {what}"
+                         + (", each window standardised and the action mapped back" if window else ""))
+        self.algo, self.equitable, self.window = algo, equitable, window
 
     def _class(self):
         import stable_baselines3
@@ -85,7 +94,7 @@ class SB3Method(Method):
     def run(self, run: MethodRun) -> None:
         pop = run.setting.split_population("train")
         M = pop.num_agents
-        env = make_env(run.setting, self.equitable, run.seed)
+        env = make_env(run.setting, self.equitable, run.seed, self.window)
         kw: dict[str, Any] = {"learning_rate": float(run.hp["lr"])}
         if self.algo == "SAC":
             kw["batch_size"] = int(run.hp["batch_size"])
@@ -120,4 +129,5 @@ class SB3Method(Method):
             run.checkpoint(Counts(n, n * M, grad_steps, wall), predictor, save)
 
     def load_predictor(self, path: Path, setting: SettingView) -> Predictor:
-        return PolicyPredictor(self._class().load(path, device="cpu"), make_env(setting, self.equitable, 0))
+        return PolicyPredictor(self._class().load(path, device="cpu"),
+                               make_env(setting, self.equitable, 0, self.window))
