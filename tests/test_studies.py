@@ -88,9 +88,12 @@ def test_regions_replace_a_studys_grid_data_and_keep_its_run_ids():
         study_specs("table2", regions=["PJM"])
 
 
-def test_regions_flag_errors_are_one_line(capsys):
+def test_regions_and_select_guard_flag_errors_are_one_line(capsys):
     for argv, msg in ((["reproduce", "table2", "--regions", "PJM"], "--regions applies to the studies"),
-                      (["reproduce", "tradeoffs", "--regions", "PJM", "PJM"], "--regions: PJM is given twice")):
+                      (["reproduce", "tradeoffs", "--regions", "PJM", "PJM"], "--regions: PJM is given twice"),
+                      (["reproduce", "tradeoffs", "--select-guard", "-0.1"], "accepted: a fraction >= 0"),
+                      (["reproduce", "tradeoffs", "--select-guard", "inf"], "accepted: a fraction >= 0"),
+                      (["reproduce", "tradeoffs", "--select-guard", "x"], "or none")):
         with pytest.raises(SystemExit) as e:
             cli.main([*argv, "--quick", "--report-only"])
         assert e.value.code == 2
@@ -167,6 +170,15 @@ def test_sequential_grid_skips_finished_runs_and_reports(tmp_path, monkeypatch):
     assert list(selected["method"]) == ["Plain PM", "Utilitarian PM", "Equitable PM"]
     combined = write_combined(tmp_path, tmp_path / "docs")
     assert pd.read_csv(combined["selected"]).equals(selected)
+    # the selection's accuracy guard reaches the report: with 0, a run stands for its method only if its validation
+    # MSE is at most the Plain PM's, else the Plain PM's own held-out numbers do
+    configs = pd.read_csv(paths["selected_configs"])
+    plain_val = configs.loc[configs["method"] == "Plain PM", "val_mse"].iloc[0]
+    guarded = pd.read_csv(write_study_report("table1", specs, tmp_path, accuracy_guard=0.0)["selected_configs"])
+    for _, r in guarded[guarded["method"] != "Plain PM"].iterrows():
+        assert r["start"] or r["val_mse"] <= plain_val
+        if r["start"]:
+            assert r["variance"] == guarded.loc[guarded["method"] == "Plain PM", "variance"].iloc[0]
 
 
 def test_ray_grid_matches_sequential(tmp_path, monkeypatch):

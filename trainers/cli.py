@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import sys
 import time
@@ -45,7 +46,13 @@ from trainers.errors import DivergenceError
 from trainers.estimators import BASELINES, CREDITS
 from trainers.evaluation import PROTOCOLS, evaluate
 from trainers.grid import BACKENDS, collect, run_grid
-from trainers.model_selection import method_summary, select_models, selected_markdown, target_claims
+from trainers.model_selection import (
+    DEFAULT_ACCURACY_GUARD,
+    method_summary,
+    select_models,
+    selected_markdown,
+    target_claims,
+)
 from trainers.networks import load_public_model
 from trainers.objectives import FORMS
 from trainers.reports import STUDY_TITLES, write_combined, write_study_report
@@ -194,6 +201,29 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+def _select_guard(text: str) -> float | None:
+    """``--select-guard``: a fraction >= 0, or ``none``."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not accepted; accepted: a fraction >= 0 (0.25 = 25 %) or none")
+    return value
+
+
+def _add_select_guard(p: argparse.ArgumentParser) -> None:
+    default = "none" if DEFAULT_ACCURACY_GUARD is None else f"{DEFAULT_ACCURACY_GUARD:g}"
+    p.add_argument("--select-guard", type=_select_guard, dest="select_guard", default=DEFAULT_ACCURACY_GUARD,
+                   metavar="FRACTION",
+                   help="model selection across runs: a Utilitarian or Equitable run stands for its method only "
+                        "if its validation MSE is at most (1 + FRACTION) times its seed's Plain PM's, else the "
+                        f"Plain PM does (docs/fresh_check.md); 'none' switches it off (default {default}). Not "
+                        "--accuracy-guard, which picks epochs inside one run")
+
+
 def _key_value(text: str) -> tuple[str, Any]:
     """``KEY=VALUE`` with a JSON value (a bare word is taken as a string)."""
     key, sep, raw = text.partition("=")
@@ -260,6 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the Plain PM's, default {PLAIN_EPOCHS})")
     c.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
                    help="seeds; the table reports mean ± std (default 0 1 2)")
+    _add_select_guard(c)
     c.add_argument("--out-dir", type=Path, default=Path("runs/compare"),
                    help="where runs and the table go (default runs/compare)")
     r = sub.add_parser("reproduce", help="run a study of the paper (or beyond it) as a grid of runs; tables and plots",
@@ -283,6 +314,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, nargs="+", default=list(SPLIT_PROTOCOLS),
                    dest="protocol", help="'time' (held-out months after the training months) and/or the paper's "
                                          "'random' per-agent partition (App. A.3.1); default: both")
+    _add_select_guard(r)
     r.add_argument("--out", type=Path, help="root of run directories and reports (default runs/reproduce, "
                                             "--quick: runs/reproduce-quick)")
     r.add_argument("--figures-dir", type=Path, dest="figures_dir", help="where the PNG plots go (default beside "
@@ -552,7 +584,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = collect(args.out_dir, specs)
     runs["study"] = "compare"
     runs.to_csv(args.out_dir / "per_run.csv", index=False)
-    selected = select_models(runs)
+    selected = select_models(runs, accuracy_guard=args.select_guard)
     selected.to_csv(args.out_dir / "selected.csv", index=False)
     summary = method_summary(selected)
     summary.to_csv(args.out_dir / "summary.csv", index=False)
@@ -564,7 +596,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
           f"{', '.join(f'{q:g}' for q in args.q_values if q > 1) or 'none'}) fine-tuned from it for "
           f"{args.fine_tune_epochs} epochs" + (f" and trained from scratch at lr / sqrt(q+1) for {first.epochs}"
                                                 if scratch else "")
-          + f"; every model chosen on the validation split ({time.perf_counter() - t0:.0f} s).")
+          + "; every model chosen on the validation split"
+          + ("" if args.select_guard is None else f", its MSE within +{args.select_guard:.0%} of the Plain PM's")
+          + f" ({time.perf_counter() - t0:.0f} s).")
     print("Held-out (test split) per-agent regret, mean ± std over seeds:\n")
     print(selected_markdown(selected))
     verdicts = target_claims(selected)
@@ -630,7 +664,7 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                               "unfinished ones continue from their checkpoints)") from None
     for n in names:
         try:
-            paths = write_study_report(n, specs[n], out, args.figures_dir)
+            paths = write_study_report(n, specs[n], out, args.figures_dir, accuracy_guard=args.select_guard)
         except RuntimeError as exc:  # no finished runs: say so on one line
             raise CLIError(f"{exc}; run 'eqpm reproduce {n}' without --report-only first") from None
         print(paths["summary_md"].read_text())

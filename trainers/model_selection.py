@@ -47,6 +47,8 @@ METHODS = ("Plain PM", "Utilitarian PM", "Equitable PM")
 MEAN_GUARD = 0.05
 #: What an accuracy guard compares with the Plain PM's: validation MSE, or mean regret (agents that only rank).
 GUARD_METRICS = ("mse", "mean")
+#: The accuracy guard of the studies' and ``eqpm compare``'s selection (``--select-guard``; None: no guard).
+DEFAULT_ACCURACY_GUARD: float | None = None
 #: Columns of ``selected.csv`` (issue 10): the held-out metrics of the validation-selected models, one row per seed.
 SELECTED_COLUMNS = ["study", "setting", "protocol", "method", "seed", "variance", "worst", "mean", "mse"]
 #: Columns of ``claims.csv``.

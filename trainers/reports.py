@@ -31,6 +31,7 @@ import pandas as pd
 from trainers.grid import add_train_metrics, agent_regret_table, collect, run_dir
 from trainers.model_selection import (
     CLAIM_COLUMNS,
+    DEFAULT_ACCURACY_GUARD,
     SELECTED_COLUMNS,
     claims_frame,
     plot_pareto,
@@ -312,8 +313,12 @@ STUDY_TITLES = {
 
 
 def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
-                       figures_dir: str | Path | None = None) -> dict[str, Path]:
-    """Write tables, claims and plots of ``study`` from the finished runs under ``root``; returns the paths."""
+                       figures_dir: str | Path | None = None,
+                       accuracy_guard: float | None = DEFAULT_ACCURACY_GUARD) -> dict[str, Path]:
+    """Write tables, claims and plots of ``study`` from the finished runs under ``root``; returns the paths.
+
+    ``accuracy_guard``: the model selection's (:func:`trainers.model_selection.select_models`).
+    """
     root = Path(root)
     out = root / study
     out.mkdir(parents=True, exist_ok=True)
@@ -330,7 +335,7 @@ def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
     runs.to_csv(paths["per_run"], index=False)
     summary = summarize(runs)
     summary.to_csv(paths["summary_csv"], index=False)
-    selected = select_models(runs)
+    selected = select_models(runs, accuracy_guard=accuracy_guard)
     selected_table(selected).to_csv(paths["selected"], index=False)
     selected.to_csv(paths["selected_configs"], index=False)
     title = STUDY_TITLES.get(study, study)
