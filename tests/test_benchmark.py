@@ -203,3 +203,7 @@ def test_reach_table_finds_the_first_checkpoint_at_the_reference_variance() -> N
     assert rc.loc[("ours", 0), "wall_ratio"] == 0.1
     assert math.isnan(rc.loc[("ours", 1), "reach_wall_s"])
     assert rc.loc[("ours", 0), "s_per_step"] == 0.1 and rc.loc[("PPO util", 1), "s_per_step"] == 3.0
+    assert set(rc["reference"]) == {"PPO util"}
+    # a setting without PPO util measures against PPO through the window normalisation (the revin part)
+    window = reach(runs.replace({"PPO util": "PPO util (window)"}), curves).set_index(["method", "seed"])
+    assert set(window["reference"]) == {"PPO util (window)"} and window.loc[("ours", 0), "reach_wall_s"] == 20.0
