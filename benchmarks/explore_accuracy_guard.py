@@ -9,6 +9,7 @@ claim, docs/results.md, uses +25 %); the selection is otherwise the studies'.  P
 verdicts per setting, with and without the guard, from validation-only choices.
 
     python benchmarks/explore_accuracy_guard.py [--guard 0.25] [docs/results/table2_per_run.csv ...]
+    python benchmarks/explore_accuracy_guard.py --warm-start-only [FILES]   # no runs from scratch instead
 """
 from __future__ import annotations
 
@@ -22,8 +23,10 @@ from trainers.model_selection import select_models, target_claims
 SHORT = {"not worse": "no over-shoot", "below the Plain PM on": "beats Plain", "below the Plain and": "beats both"}
 
 
-def verdicts(runs: pd.DataFrame, accuracy_guard: float | None = None, metric: str = "mse") -> pd.DataFrame:
-    c = pd.DataFrame(target_claims(select_models(runs, accuracy_guard=accuracy_guard, guard_metric=metric)))
+def verdicts(runs: pd.DataFrame, accuracy_guard: float | None = None, metric: str = "mse",
+             warm_start_only: bool = False) -> pd.DataFrame:
+    c = pd.DataFrame(target_claims(select_models(runs, accuracy_guard=accuracy_guard, guard_metric=metric,
+                                                 warm_start_only=warm_start_only)))
     c["target"] = [next(v for k, v in SHORT.items() if k in claim) for claim in c.claim]
     return c.pivot_table(index=["study", "setting", "protocol"], columns="target", values="verdict", aggfunc="first")
 
@@ -33,6 +36,8 @@ def main() -> None:
     ap.add_argument("files", nargs="*")
     ap.add_argument("--guard", type=float, default=0.25)
     ap.add_argument("--metric", choices=("mse", "mean"), default="mse")
+    ap.add_argument("--warm-start-only", action="store_true",
+                    help="compare the studies' rule with warm_start_only=True (no runs from scratch) instead")
     a = ap.parse_args()
     files = a.files or [f for f in sorted(glob.glob("docs/results/*_per_run.csv")) if "10epochs" not in f]
     frames = []
@@ -41,8 +46,12 @@ def main() -> None:
         if {"val_mse", "init_run", "protocol"} <= set(d.columns):
             frames.append(d.assign(study=f.rsplit("/", 1)[-1].removesuffix("_per_run.csv")))
     runs = pd.concat(frames, ignore_index=True)
-    g = verdicts(runs, a.guard, a.metric)
-    g.columns = [f"{c} ({a.metric} guard {a.guard:g})" for c in g.columns]
+    if a.warm_start_only:
+        g = verdicts(runs, warm_start_only=True)
+        g.columns = [f"{c} (warm start only)" for c in g.columns]
+    else:
+        g = verdicts(runs, a.guard, a.metric)
+        g.columns = [f"{c} ({a.metric} guard {a.guard:g})" for c in g.columns]
     both = verdicts(runs).join(g)
     pd.set_option("display.width", 250)
     print(both.to_string())

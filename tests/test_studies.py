@@ -280,6 +280,20 @@ def test_accuracy_guard_admits_only_runs_that_stay_a_forecast():
         select_seed(runs, accuracy_guard=0.1, guard_metric="variance")
 
 
+def test_warm_start_only_leaves_runs_from_scratch_out():
+    plain = _row("Plain PM", np.nan, (4.0, 20.0, 10.0), (4.0, 20.0, 10.0), "p")
+    ft = _row("Equitable PM", 5.0, (3.0, 16.0, 8.2), (3.0, 16.0, 8.2), "ft", "p")
+    util = _row("Equitable PM", 1.0, (3.0, 15.0, 8.0), (3.0, 15.0, 8.0), "u", "p")
+    scratch = {**_row("Equitable PM", 5.0, (1.0, 9.0, 8.1), (9.0, 30.0, 12.0), "s"), "init_run": np.nan}
+    runs = pd.DataFrame([plain, ft, util, scratch])
+    assert {r["method"]: r["run_id"] for r in select_seed(runs)}["Equitable PM"] == "s"  # best on validation
+    warm = {r["method"]: r["run_id"] for r in select_seed(runs, warm_start_only=True)}
+    assert warm == {"Plain PM": "p", "Utilitarian PM": "u", "Equitable PM": "ft"}
+    # a setting with runs from scratch only (no fine-tunes) keeps them
+    alone = pd.DataFrame([plain, {**scratch, "q_plus_1": 1.0, "run_id": "s1"}, scratch])
+    assert {r["method"]: r["run_id"] for r in select_seed(alone, warm_start_only=True)}["Equitable PM"] == "s"
+
+
 def test_targets_on_selected_models():
     rows = []
     for seed, noise in ((0, 0.0), (1, 0.1), (2, -0.1)):

@@ -22,6 +22,12 @@ starting point always is.  ``guard_metric="mean"`` guards validation mean
 regret instead (the issue's option for agents that only rank predictions; it
 rarely binds, as the Utilitarian PM's mean regret is below the Plain PM's).
 
+With ``warm_start_only=True`` (off by default; docs/fresh_check.md, second
+check) the Utilitarian and Equitable candidates are the fine-tunes from the
+seed's Plain PM and that starting point only: runs from scratch are not
+deployed (issue 10 item 3's warm start).  Settings without fine-tunes keep
+their runs.
+
 Counting the starting point as a candidate is early stopping with epoch 0
 included: a fine-tune that never beats the Plain PM on validation is not
 deployed.  The rows then say so (``start=True``; the held-out numbers are the
@@ -68,7 +74,7 @@ def _candidate(row: pd.Series, method: str, start: bool = False) -> dict[str, An
 
 
 def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD, accuracy_guard: float | None = None,
-                guard_metric: str = "mse") -> list[dict[str, Any]]:
+                guard_metric: str = "mse", warm_start_only: bool = False) -> list[dict[str, Any]]:
     """The three methods' selected rows for one (study, setting, protocol, seed); see the module doc."""
     plain = group[group["method"] == "Plain PM"]
     if len(plain) != 1 or "val_mean" not in group or group["val_mean"].isna().all():
@@ -76,6 +82,8 @@ def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD, accuracy_guard: 
     p = plain.iloc[0]
     eq = group[group["method"] == "Equitable PM"]
     fine_tuned = bool(eq["init_run"].eq(p["run_id"]).any()) if len(eq) else False
+    if warm_start_only and fine_tuned:  # runs from scratch are not candidates
+        eq = eq[eq["init_run"].eq(p["run_id"])]
     if accuracy_guard is not None:  # after fine_tuned: the starting point stays a candidate when no run passes
         if guard_metric not in GUARD_METRICS:
             raise ValueError(f"guard_metric {guard_metric!r} is not accepted; accepted: {', '.join(GUARD_METRICS)}")
@@ -106,12 +114,12 @@ def select_seed(group: pd.DataFrame, guard: float = MEAN_GUARD, accuracy_guard: 
 
 
 def select_models(runs: pd.DataFrame, guard: float = MEAN_GUARD, accuracy_guard: float | None = None,
-                  guard_metric: str = "mse") -> pd.DataFrame:
+                  guard_metric: str = "mse", warm_start_only: bool = False) -> pd.DataFrame:
     """Selected rows (one per study, setting, protocol, seed and method) from :func:`trainers.grid.collect` rows
     (with a ``study`` column)."""
     rows: list[dict[str, Any]] = []
     for _, g in runs.groupby(["study", "setting", "protocol", "seed"], sort=False):
-        rows.extend(select_seed(g, guard, accuracy_guard, guard_metric))
+        rows.extend(select_seed(g, guard, accuracy_guard, guard_metric, warm_start_only))
     return pd.DataFrame(rows)
 
 
