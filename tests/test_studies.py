@@ -11,7 +11,7 @@ import pytest
 
 from trainers import cli
 from trainers.grid import collect, is_finished, run_dir, run_grid
-from trainers.model_selection import select_seed, target_claims
+from trainers.model_selection import DEFAULT_ACCURACY_GUARD, DEFAULT_WARM_START_ONLY, select_seed, target_claims
 from trainers.reports import check_claims, write_combined, write_study_report
 from trainers.studies import (
     FINE_TUNE_EPOCHS,
@@ -99,6 +99,23 @@ def test_regions_and_select_guard_flag_errors_are_one_line(capsys):
         assert e.value.code == 2
         err = capsys.readouterr().err.strip()
         assert msg in err and "\n" not in err and "Traceback" not in err
+
+
+def test_selection_flags_reach_the_study_reports(tmp_path, monkeypatch, capsys):
+    seen = {}
+    (tmp_path / "x.md").write_text("table")
+
+    def fake_report(name, specs, out, figures_dir, **kw):
+        seen[name] = kw
+        return {"summary_md": tmp_path / "x.md", "claims": tmp_path / "x.md"}
+
+    monkeypatch.setattr(cli, "write_study_report", fake_report)
+    monkeypatch.setattr(cli, "write_combined", lambda out, figs: {"claims": "c", "selected": "s"})
+    base = ["reproduce", "phone", "--quick", "--report-only", "--out", str(tmp_path / "r")]
+    assert cli.main(base) == 0
+    assert seen["phone"] == {"accuracy_guard": DEFAULT_ACCURACY_GUARD, "warm_start_only": DEFAULT_WARM_START_ONLY}
+    assert cli.main([*base, "--select-guard", "0.5", "--select-from", "fine-tunes"]) == 0
+    assert seen["phone"] == {"accuracy_guard": 0.5, "warm_start_only": True}
 
 
 def test_unknown_study_is_a_clear_error():

@@ -48,6 +48,7 @@ from trainers.evaluation import PROTOCOLS, evaluate
 from trainers.grid import BACKENDS, collect, run_grid
 from trainers.model_selection import (
     DEFAULT_ACCURACY_GUARD,
+    DEFAULT_WARM_START_ONLY,
     method_summary,
     select_models,
     selected_markdown,
@@ -201,6 +202,10 @@ def _json_object(text: str) -> dict[str, Any]:
     return value
 
 
+#: ``--select-from`` choices: which runs model selection may deploy (``warm_start_only`` when "fine-tunes").
+SELECT_FROM = ("fine-tunes", "all")
+
+
 def _select_guard(text: str) -> float | None:
     """``--select-guard``: a fraction >= 0, or ``none``."""
     if text.strip().lower() == "none":
@@ -222,6 +227,11 @@ def _add_select_guard(p: argparse.ArgumentParser) -> None:
                         "if its validation MSE is at most (1 + FRACTION) times its seed's Plain PM's, else the "
                         f"Plain PM does (docs/fresh_check.md); 'none' switches it off (default {default}). Not "
                         "--accuracy-guard, which picks epochs inside one run")
+    p.add_argument("--select-from", choices=SELECT_FROM, dest="select_from",
+                   default="fine-tunes" if DEFAULT_WARM_START_ONLY else "all",
+                   help="which runs may stand for the Utilitarian and Equitable PMs: 'fine-tunes' (from the seed's "
+                        "Plain PM, and that Plain PM itself) or 'all' (runs from scratch too); default "
+                        f"{'fine-tunes' if DEFAULT_WARM_START_ONLY else 'all'} (docs/fresh_check.md)")
 
 
 def _key_value(text: str) -> tuple[str, Any]:
@@ -584,7 +594,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     runs = collect(args.out_dir, specs)
     runs["study"] = "compare"
     runs.to_csv(args.out_dir / "per_run.csv", index=False)
-    selected = select_models(runs, accuracy_guard=args.select_guard)
+    selected = select_models(runs, accuracy_guard=args.select_guard,
+                             warm_start_only=args.select_from == "fine-tunes")
     selected.to_csv(args.out_dir / "selected.csv", index=False)
     summary = method_summary(selected)
     summary.to_csv(args.out_dir / "summary.csv", index=False)
@@ -664,7 +675,8 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
                               "unfinished ones continue from their checkpoints)") from None
     for n in names:
         try:
-            paths = write_study_report(n, specs[n], out, args.figures_dir, accuracy_guard=args.select_guard)
+            paths = write_study_report(n, specs[n], out, args.figures_dir, accuracy_guard=args.select_guard,
+                                       warm_start_only=args.select_from == "fine-tunes")
         except RuntimeError as exc:  # no finished runs: say so on one line
             raise CLIError(f"{exc}; run 'eqpm reproduce {n}' without --report-only first") from None
         print(paths["summary_md"].read_text())

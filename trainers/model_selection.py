@@ -55,6 +55,8 @@ MEAN_GUARD = 0.05
 GUARD_METRICS = ("mse", "mean")
 #: The accuracy guard of the studies' and ``eqpm compare``'s selection (``--select-guard``; None: no guard).
 DEFAULT_ACCURACY_GUARD: float | None = None
+#: Whether the studies and ``eqpm compare`` deploy fine-tunes from the Plain PM only (``--select-from``).
+DEFAULT_WARM_START_ONLY = False
 #: Columns of ``selected.csv`` (issue 10): the held-out metrics of the validation-selected models, one row per seed.
 SELECTED_COLUMNS = ["study", "setting", "protocol", "method", "seed", "variance", "worst", "mean", "mse"]
 #: Columns of ``claims.csv``.

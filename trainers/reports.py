@@ -32,6 +32,7 @@ from trainers.grid import add_train_metrics, agent_regret_table, collect, run_di
 from trainers.model_selection import (
     CLAIM_COLUMNS,
     DEFAULT_ACCURACY_GUARD,
+    DEFAULT_WARM_START_ONLY,
     SELECTED_COLUMNS,
     claims_frame,
     plot_pareto,
@@ -314,10 +315,11 @@ STUDY_TITLES = {
 
 def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
                        figures_dir: str | Path | None = None,
-                       accuracy_guard: float | None = DEFAULT_ACCURACY_GUARD) -> dict[str, Path]:
+                       accuracy_guard: float | None = DEFAULT_ACCURACY_GUARD,
+                       warm_start_only: bool = DEFAULT_WARM_START_ONLY) -> dict[str, Path]:
     """Write tables, claims and plots of ``study`` from the finished runs under ``root``; returns the paths.
 
-    ``accuracy_guard``: the model selection's (:func:`trainers.model_selection.select_models`).
+    ``accuracy_guard``, ``warm_start_only``: the model selection's (:func:`trainers.model_selection.select_models`).
     """
     root = Path(root)
     out = root / study
@@ -335,7 +337,7 @@ def write_study_report(study: str, specs: Sequence[RunSpec], root: str | Path,
     runs.to_csv(paths["per_run"], index=False)
     summary = summarize(runs)
     summary.to_csv(paths["summary_csv"], index=False)
-    selected = select_models(runs, accuracy_guard=accuracy_guard)
+    selected = select_models(runs, accuracy_guard=accuracy_guard, warm_start_only=warm_start_only)
     selected_table(selected).to_csv(paths["selected"], index=False)
     selected.to_csv(paths["selected_configs"], index=False)
     title = STUDY_TITLES.get(study, study)
