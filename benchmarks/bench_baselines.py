@@ -23,6 +23,9 @@ which git does not track):
   standardised carry what it learnt to the later months?  With SB3 PPO (util and
   equitable) through the same normalisation (``WindowNormalizeWrapper``), the
   like-for-like baseline.
+* ``timing`` -- ``ev-different`` shared only: ``eq_ppo`` with the window-normalised
+  model and SB3 ``PPO util`` on the raw window, in one call so that both are
+  timed under the same load (issue 9's wall-time target).
 * ``dc`` -- data centers (``dc-different-different-lambda``, shared layout,
   q + 1 = 3), ``eq_ppo`` against ``pathwise`` and the Plain PM: does the new
   rule match the pathwise gradient where one exists?
@@ -74,6 +77,10 @@ PARTS = {
     "revin": ["--population", "ev-similar", "ev-different", "--q-plus-1", "20", "--model", REVIN, "--seeds", "0", "1",
               "2", "--layout", "shared", "--budget", "2000000", "--methods", "eq_ppo", "mse", "PPO util (window)",
               "PPO equitable (window)"],
+    # issue 9's wall-time target on ev-different shared, timed in one call (same load): our best model and rule
+    # against SB3 PPO on the raw window, its better input (BENCHMARKS.md, the revin part)
+    "timing": ["--population", "ev-different", "--q-plus-1", "20", "--model", REVIN, "--seeds", "0", "1", "2",
+               "--layout", "shared", "--budget", "2000000", "--methods", "eq_ppo", "PPO util"],
     "dc": ["--population", "dc-different-different-lambda", "--layout", "shared", "--q-plus-1", "3", *MODEL,
            "--budget", "2000000", "--seeds", "0", "1", "2", "--methods", "eq_ppo", "pathwise", "mse"],
 }
