@@ -219,7 +219,8 @@ def _select_guard(text: str) -> float | None:
     return value
 
 
-def _add_select_guard(p: argparse.ArgumentParser) -> None:
+def _add_selection_options(p: argparse.ArgumentParser) -> None:
+    """How ``compare`` and ``reproduce`` choose the run standing for each method (trainers/model_selection.py)."""
     default = "none" if DEFAULT_ACCURACY_GUARD is None else f"{DEFAULT_ACCURACY_GUARD:g}"
     p.add_argument("--select-guard", type=_select_guard, dest="select_guard", default=DEFAULT_ACCURACY_GUARD,
                    metavar="FRACTION",
@@ -300,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
                         f"the Plain PM's, default {PLAIN_EPOCHS})")
     c.add_argument("--seeds", type=int, nargs="+", default=list(DEFAULT_SEEDS),
                    help="seeds; the table reports mean ± std (default 0 1 2)")
-    _add_select_guard(c)
+    _add_selection_options(c)
     c.add_argument("--out-dir", type=Path, default=Path("runs/compare"),
                    help="where runs and the table go (default runs/compare)")
     r = sub.add_parser("reproduce", help="run a study of the paper (or beyond it) as a grid of runs; tables and plots",
@@ -324,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, nargs="+", default=list(SPLIT_PROTOCOLS),
                    dest="protocol", help="'time' (held-out months after the training months) and/or the paper's "
                                          "'random' per-agent partition (App. A.3.1); default: both")
-    _add_select_guard(r)
+    _add_selection_options(r)
     r.add_argument("--out", type=Path, help="root of run directories and reports (default runs/reproduce, "
                                             "--quick: runs/reproduce-quick)")
     r.add_argument("--figures-dir", type=Path, dest="figures_dir", help="where the PNG plots go (default beside "
@@ -609,6 +610,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                                 if scratch else "")
           + "; every model chosen on the validation split"
           + ("" if args.select_guard is None else f", its MSE within +{args.select_guard:.0%} of the Plain PM's")
+          + (", fine-tunes only" if args.select_from == "fine-tunes" else "")
           + f" ({time.perf_counter() - t0:.0f} s).")
     print("Held-out (test split) per-agent regret, mean ± std over seeds:\n")
     print(selected_markdown(selected))
