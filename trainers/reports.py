@@ -307,9 +307,10 @@ STUDY_TITLES = {
     "table3": "Table 3: mixed data centers, EVs and phones (CISO carbon)",
     "table4": "Table 4 / Fig. 6: combined objective, EV different agents, q+1 = 40",
     "estimators": "Paper REINFORCE vs weighted REINFORCE, EV similar agents, q+1 = 20",
-    "region": "Table 1, different agents & different λ, on ERCOT (Texas) data",
+    "region": "Table 1, different agents & different λ, on another region's data (ERCOT unless --regions)",
     "phone": "Phones alone, true decision regret (CISO carbon)",
-    "tradeoffs": "Beyond the paper: populations with a real trade-off on a shared input (CISO and ERCOT)",
+    "tradeoffs": "Beyond the paper: populations with a real trade-off on a shared input (CISO and ERCOT unless "
+                 "--regions)",
 }
 
 
