@@ -304,12 +304,12 @@ class WindowNormalizeWrapper(gym.Wrapper):
     def step(self, action: Any):
         if self._stats is None:
             raise reset_needed("WindowNormalizeWrapper")
-        z = check_action(action, self.action_space, "WindowNormalizeWrapper").astype(np.float64)
-        m, s = self._stats
-        raw = m + s * z
+        z = check_action(action, self.action_space, "WindowNormalizeWrapper")
         a = self.denormalize(z, self._stats)
+        m, s = self._stats
+        clipped = int(np.count_nonzero(a != m + s * z))
         obs, reward, terminated, truncated, info = self.env.step(a.astype(np.float32))
-        info = dict(info, window_clipped=int(np.count_nonzero(a != raw)))
+        info = dict(info, window_clipped=clipped)
         self._stats = self.stats(obs)
         return self.normalize(obs, self._stats), reward, terminated, truncated, info
 
