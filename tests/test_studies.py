@@ -83,7 +83,12 @@ def test_regions_replace_a_studys_grid_data_and_keep_its_run_ids():
     fresh = study_specs("tradeoffs", seeds=[0], regions=["PJM"])
     assert {s.config["region"] for s in fresh} == {"PJM"} and len(fresh) == len(default) // 2
     assert all(s.setting.endswith(", PJM") and "-PJM/" in s.run_id for s in fresh)
-    assert {s.config["region"] for s in study_specs("region", seeds=[0], regions=["MISO"])} == {"MISO"}
+    two = study_specs("region", seeds=[0], regions=["MISO", "PJM"])
+    assert {s.config["region"] for s in two} == {"MISO", "PJM"}
+    # one Plain PM per setting and seed: selection and tables keep the regions apart
+    plains = [(s.setting, s.seed) for s in two if s.method == "Plain PM"]
+    assert len(plains) == len(set(plains)) == 2 and all(st.endswith((", MISO", ", PJM")) for st, _ in plains)
+    assert {s.setting for s in study_specs("region", seeds=[0])} == {"Different agents, different λ"}
     with pytest.raises(ValueError, match="regions apply to the studies region, tradeoffs only"):
         study_specs("table2", regions=["PJM"])
 

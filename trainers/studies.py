@@ -315,9 +315,9 @@ def _setting(study: str, label: str, population: str | dict[str, Any], seeds, qu
                                  lr=plain.config["lr"] / math.sqrt(e), epochs=plain.config["epochs"], **kw)
 
 
-def _table1(seeds, quick, region="CISO", study="table1", **kw):
+def _table1(seeds, quick, region="CISO", study="table1", suffix="", **kw):
     for label, pop, exps in TABLE1_SETTINGS if study == "table1" else TABLE1_SETTINGS[2:]:
-        yield from _setting(study, label, pop, seeds, quick, exps, region=region, **kw)
+        yield from _setting(study, label + suffix, pop, seeds, quick, exps, region=region, **kw)
 
 
 def _table2(seeds, quick, **kw):
@@ -342,8 +342,9 @@ def _estimators(seeds, quick, **kw):
 
 
 def _region(seeds, quick, regions=("ERCO",), **kw):
-    for r in regions:
-        yield from _table1(seeds, quick, region=r, study="region", **kw)
+    for r in regions:  # the region in the setting's name unless it is the study's own (ERCOT)
+        yield from _table1(seeds, quick, region=r, study="region", suffix="" if regions == ("ERCO",) else f", {r}",
+                           **kw)
 
 
 def _phone(seeds, quick, **kw):
