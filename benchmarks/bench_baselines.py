@@ -26,6 +26,11 @@ which git does not track):
 * ``timing`` -- ``ev-different`` shared only: ``eq_ppo`` with the window-normalised
   model and SB3 ``PPO util`` on the raw window, in one call so that both are
   timed under the same load (issue 9's wall-time target).
+* ``tradeoff`` -- the main job's population, ``ev-home-slots`` on ERCOT (10 EVs
+  needing different numbers of hours; agents that keep their identity across
+  splits), shared layout, window-normalised model, ``eq_ppo``, the Plain PM and
+  SB3 PPO (util, equitable; raw window), 300,000 agent-decisions (30,000 clock
+  positions, about the EV parts').
 * ``dc`` -- data centers (``dc-different-different-lambda``, shared layout,
   q + 1 = 3), ``eq_ppo`` against ``pathwise`` and the Plain PM: does the new
   rule match the pathwise gradient where one exists?
@@ -81,6 +86,12 @@ PARTS = {
     # against SB3 PPO on the raw window, its better input (BENCHMARKS.md, the revin part)
     "timing": ["--population", "ev-different", "--q-plus-1", "20", "--model", REVIN, "--seeds", "0", "1", "2",
                "--layout", "shared", "--budget", "2000000", "--methods", "eq_ppo", "PPO util"],
+    # the main job's population (a real trade-off whose agents keep their identity across splits): does the
+    # equitable rule beat the Plain PM and PPO there? 300,000 decisions = 30,000 clock positions of its 10 agents,
+    # about the EV parts' positions
+    "tradeoff": ["--population", "ev-home-slots", "--region", "ERCO", "--q-plus-1", "20", "--model", REVIN,
+                 "--seeds", "0", "1", "2", "--layout", "shared", "--budget", "300000", "--methods", "eq_ppo", "mse",
+                 "PPO util", "PPO equitable"],
     "dc": ["--population", "dc-different-different-lambda", "--layout", "shared", "--q-plus-1", "3", *MODEL,
            "--budget", "2000000", "--seeds", "0", "1", "2", "--methods", "eq_ppo", "pathwise", "mse"],
 }
