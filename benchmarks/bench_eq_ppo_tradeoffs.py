@@ -25,7 +25,7 @@ from pathlib import Path
 import pandas as pd
 
 from trainers.cli import main
-from trainers.model_selection import method_summary, selected_markdown, target_claims
+from trainers.model_selection import fmt, method_summary, target_claims
 
 RESULTS = Path("benchmarks/results/tradeoffs_eq_ppo")
 REVIN = '{"backbone": "mlp", "backbone_kwargs": {"hidden": [64, 64]}, "input_norm": "window"}'
@@ -72,15 +72,19 @@ def report() -> None:
         return
     sel.to_csv(RESULTS / "selected.csv", index=False)
     claims = pd.DataFrame(target_claims(sel))
+    summary = method_summary(sel)
+    summary.to_csv(RESULTS / "summary.csv", index=False)
     lines = ["# Trade-off populations with eq_ppo (bench_eq_ppo_tradeoffs.py)", "",
-             "Held-out months, mean ± std over seeds 0 1 2:", "", selected_markdown(sel), "",
-             "| setting | target | verdict | evidence |", "|---|---|---|---|"]
+             "Held-out months, mean ± std over seeds 0 1 2:", "",
+             "| setting | method | variance | worst agent | mean regret | MSE |", "|---|---|---:|---:|---:|---:|"]
+    lines += [f"| {r.setting} | {r.method} | " + " | ".join(fmt(getattr(r, f"{k}_mean"), getattr(r, f"{k}_std"), 3)
+                                                         for k in ("variance", "worst", "mean", "mse")) + " |"
+              for r in summary.itertuples()]
+    lines += ["", "| setting | target | verdict | evidence |", "|---|---|---|---|"]
     lines += [f"| {c.setting} | {c.claim.removeprefix('Target: ')} | {c.verdict} | {c.evidence} |"
               for c in claims.itertuples()]
     (RESULTS / "targets.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
-    summary = method_summary(sel)
-    summary.to_csv(RESULTS / "summary.csv", index=False)
 
 
 if __name__ == "__main__":
