@@ -141,7 +141,8 @@ def build_population(name: str, split: str = "train", preset: str = "paper", reg
             stretch of the split); see :mod:`eq_envs.population`.
         protocol: ``"time"`` (default: held-out hours after the training hours)
             or ``"random"`` (the paper's App. A.3.1 random partition, seeded by
-            ``split_seed``); see :mod:`eq_envs.splits`.
+            ``split_seed``) or ``"blocked"`` (the time split's test hours,
+            validation blocks spread over the training hours); see :mod:`eq_envs.splits`.
         val_fraction: share of the training data held out as the ``"val"``
             split (0: none; the training split is then the paper's whole train part).
     """

@@ -1,4 +1,4 @@
-"""Train / validation / test splits of a population's data under two protocols.
+"""Train / validation / test splits of a population's data under three protocols.
 
 A population's data are the hours of one signal series (where a prediction
 starts: the public input is the ``lookback`` values before, the truth the
@@ -23,8 +23,23 @@ energy needs, ...).  Both are split the same way:
   overlap training windows: the protocol measures interpolation, not
   forecasting later months, which is why ``time`` is our default.
 
-Held-out sizes are equal under both protocols, so the two differ only in which
-hours and which context values are held out.  ``val_fraction = 0`` gives no
+* ``protocol="blocked"`` -- time order for the test split (the same test rows
+  and contexts as ``time``), but the validation rows are :data:`VAL_BLOCKS`
+  blocks spread evenly over the training months instead of one stretch at
+  their end: the training part is cut into ``VAL_BLOCKS`` equal segments and
+  the last ``val_fraction`` of each is a validation block (blocked
+  cross-validation's hold-out for series, Bergmeir, Hyndman & Koo 2018, "A
+  note on the validity of cross-validation for evaluating autoregressive time
+  series prediction").  A window must lie inside its split's rows, so the
+  windows that straddle a block edge belong to neither split.  Why: on the
+  time split the adjacent stretch ranks models unlike the test months do
+  (``benchmarks/explore_val_test_transfer.py``); a validation set drawn from
+  every season is the standard remedy.  docs/fresh_check.md (fourth check)
+  measures it.
+
+Held-out sizes are equal under all protocols (``blocked`` loses the windows
+across block edges), so they differ only in which hours and which context
+values are held out.  ``val_fraction = 0`` gives no
 validation split (the training split is then the whole train part).
 """
 from __future__ import annotations
@@ -34,9 +49,11 @@ import math
 import numpy as np
 
 SPLITS = ("train", "val", "test")
-PROTOCOLS = ("time", "random")
+PROTOCOLS = ("time", "random", "blocked")
 #: Share of the training data (rows and each agent's contexts) held out for validation by default.
 VAL_FRACTION = 0.15
+#: Validation blocks of ``protocol="blocked"`` (fixed before any run: about one every two months of a year).
+VAL_BLOCKS = 6
 
 
 def check_split_settings(split: str, protocol: str, val_fraction: float) -> None:
@@ -66,18 +83,35 @@ def _part(n_train: int, n_test: int, split: str, val_fraction: float) -> tuple[i
             "test": (n_train, n_train + n_test)}[split]
 
 
+def val_blocks(n_train: int, n_val: int) -> np.ndarray:
+    """Boolean mask over ``n_train`` items: ``n_val`` of them in :data:`VAL_BLOCKS` blocks, each the end of one of
+    as many equal segments (fewer blocks when ``n_val`` is smaller); ``protocol="blocked"``'s validation items."""
+    mask = np.zeros(n_train, dtype=bool)
+    if n_val <= 0:
+        return mask
+    segments = np.array_split(np.arange(n_train), min(VAL_BLOCKS, n_val))
+    sizes = [len(b) for b in np.array_split(np.arange(n_val), len(segments))]
+    for seg, size in zip(segments, sizes):
+        mask[seg[len(seg) - size:]] = True
+    return mask
+
+
 def item_indices(n_train: int, n_test: int, split: str, protocol: str, val_fraction: float,
                  rng: np.random.Generator | None = None) -> np.ndarray:
     """Indices (sorted) of ``split`` among ``n_train + n_test`` items listed as train part then test part.
 
     ``time``: the test part is the test split, the last ``val_fraction`` of the
-    train part the validation split.  ``random``: the same split sizes drawn by
-    a random permutation from ``rng`` (required).
+    train part the validation split.  ``blocked``: the same, but the validation
+    items are :func:`val_blocks` of the train part.  ``random``: the same split
+    sizes drawn by a random permutation from ``rng`` (required).
     """
     check_split_settings(split, protocol, val_fraction)
     start, stop = _part(n_train, n_test, split, val_fraction)
-    if protocol == "time":
+    if protocol == "time" or (protocol == "blocked" and split == "test"):
         return np.arange(start, stop)
+    if protocol == "blocked":
+        in_val = val_blocks(n_train, val_count(n_train, val_fraction))
+        return np.flatnonzero(in_val if split == "val" else ~in_val)
     if rng is None:
         raise ValueError("protocol='random' needs a seeded random generator")
     return np.sort(rng.permutation(n_train + n_test)[start:stop])
@@ -93,6 +127,9 @@ def signal_positions(n_rows: int, train_fraction: float, lookback: int, horizon:
     window ``[t - lookback, t + horizon)`` lies in the split's rows.
     ``random``: every position of the series with a full window, shuffled with
     ``seed``: as many test and validation positions as ``time`` gives, the rest training.
+    ``blocked``: test rows as ``time``; the validation rows are :func:`val_blocks`
+    of the training rows, and a position belongs to a split when its whole
+    window lies in that split's rows.
     """
     check_split_settings(split, protocol, val_fraction)
     k = min(max(math.floor(n_rows * float(train_fraction) + 1e-9), 1), n_rows - 1)
@@ -102,8 +139,15 @@ def signal_positions(n_rows: int, train_fraction: float, lookback: int, horizon:
     def window_starts(lo: int, hi: int) -> np.ndarray:
         return np.arange(lo + lookback, hi - horizon + 1, dtype=np.int64)
 
-    if protocol == "time":
+    if protocol == "time" or (protocol == "blocked" and split == "test"):
         return window_starts(*bounds[split])
+    if protocol == "blocked":
+        rows = np.zeros(n_rows, dtype=bool)
+        in_val = val_blocks(k, n_val_rows)
+        rows[:k] = in_val if split == "val" else ~in_val
+        # a window [t - lookback, t + horizon) is inside when all its rows are: a sliding sum over the row mask
+        inside = np.convolve(rows.astype(np.int64), np.ones(lookback + horizon, dtype=np.int64), "valid")
+        return np.flatnonzero(inside == lookback + horizon).astype(np.int64) + lookback
     sizes = {s: len(window_starts(*bounds[s])) for s in SPLITS}
     every = window_starts(0, n_rows)
     order = np.random.default_rng(seed).permutation(len(every))

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from eq_envs.presets import TRADEOFF_POPULATIONS, build_population, home_event_agents
-from eq_envs.splits import VAL_FRACTION, item_indices, signal_positions, split_contexts
+from eq_envs.splits import VAL_BLOCKS, VAL_FRACTION, item_indices, signal_positions, split_contexts
 
 
 def _rows(pop) -> set[int]:
@@ -78,10 +78,47 @@ def test_item_indices_and_signal_positions_oracles() -> None:
     assert signal_positions(100, 0.7, 12, 1, "train", val_fraction=0.1).tolist() == list(range(12, 63))
     assert signal_positions(100, 0.7, 12, 1, "val", val_fraction=0.1).tolist() == []  # 7 rows < 13
     assert signal_positions(100, 0.7, 12, 1, "test", val_fraction=0.1).tolist() == list(range(82, 100))
-    with pytest.raises(ValueError, match="protocol='shuffled'; accepted: time, random"):
+    with pytest.raises(ValueError, match="protocol='shuffled'; accepted: time, random, blocked"):
         signal_positions(100, 0.7, 12, 1, "train", protocol="shuffled")
     with pytest.raises(ValueError, match="differ in length"):
         split_contexts([[np.ones(3), np.ones(2)]], [[np.ones(1), np.ones(1)]], "train")
+
+
+def test_blocked_protocol_oracles_spread_validation_and_keep_the_time_test_split() -> None:
+    # 30 train items, 6 test, val 0.2 -> 6 validation items, one at the end of each of 6 segments of 5
+    assert item_indices(30, 6, "val", "blocked", 0.2).tolist() == [4, 9, 14, 19, 24, 29]
+    assert item_indices(30, 6, "train", "blocked", 0.2).tolist() == [i for i in range(30) if i % 5 != 4]
+    assert item_indices(30, 6, "test", "blocked", 0.2).tolist() == list(range(30, 36))
+    # fewer validation items than blocks: one block per item; 10 train items, val 0.2 -> 2 blocks of 1 (5 + 5)
+    assert item_indices(10, 2, "val", "blocked", 0.2).tolist() == [4, 9]
+    # rows: 1200 rows, 50 % train (600), val 0.2 -> 120 validation rows, 20 at the end of each 100-row segment
+    lookback, horizon = 12, 4
+    val_rows = {r for b in range(VAL_BLOCKS) for r in range(100 * b + 80, 100 * b + 100)}
+    train_rows = set(range(600)) - val_rows
+    got = {s: signal_positions(1200, 0.5, lookback, horizon, s, "blocked", 0.2) for s in ("train", "val", "test")}
+    for split, rows in (("train", train_rows), ("val", val_rows)):
+        # oracle: a position is in a split when every row of its window is one of the split's rows
+        want = [t for t in range(lookback, 1200 - horizon + 1)
+                if all(r in rows for r in range(t - lookback, t + horizon))]
+        assert got[split].tolist() == want
+    # a 20-row block holds 20 - 16 + 1 = 5 windows; training windows never touch a validation row
+    assert len(got["val"]) == VAL_BLOCKS * 5
+    assert got["test"].tolist() == signal_positions(1200, 0.5, lookback, horizon, "test", "time", 0.2).tolist()
+    # on a real population: validation hours from every part of the training months, none read by a training
+    # window, and the test split identical to the time protocol's
+    tr, va, te = (build_population("ev-similar", split=s, protocol="blocked") for s in ("train", "val", "test"))
+    assert not (_windows(tr) & _windows(va)) and not (_windows(va) & _windows(te)) and not (_windows(tr) & _windows(te))
+    assert min(_rows(va)) < 6132 // VAL_BLOCKS and max(_rows(va)) > 6132 * (VAL_BLOCKS - 1) // VAL_BLOCKS
+    assert _rows(te) == _rows(build_population("ev-similar", split="test"))
+    for m in (0, 41):
+        np.testing.assert_array_equal(te.groups[0].needs[m], build_population("ev-similar", split="test")
+                                      .groups[0].needs[m])
+        # each agent's train and validation contexts partition its paper train sequence, validation not only its tail
+        whole = build_population("ev-similar", split="train", val_fraction=0.0).groups[0].needs[m]
+        assert len(tr.groups[0].needs[m]) + len(va.groups[0].needs[m]) == len(whole)
+        idx = item_indices(len(whole), 1, "val", "blocked", VAL_FRACTION)
+        np.testing.assert_array_equal(va.groups[0].needs[m], whole[idx])
+        assert idx[0] < len(whole) // 2
 
 
 def test_layout_and_split_settings_reach_every_split_of_a_run() -> None:
@@ -93,7 +130,7 @@ def test_layout_and_split_settings_reach_every_split_of_a_run() -> None:
         assert (pop.layout, pop.protocol, pop.split) == ("chunked", "random", split)
     with pytest.raises(ConfigError, match="val_fraction=0.7 is not accepted"):
         TrainConfig(val_fraction=0.7)
-    with pytest.raises(ConfigError, match="protocol='interleaved' is not accepted; accepted: time, random"):
+    with pytest.raises(ConfigError, match="protocol='interleaved' is not accepted; accepted: time, random, blocked"):
         TrainConfig(protocol="interleaved")
     with pytest.raises(ConfigError, match="split='val' needs val_fraction > 0"):
         TrainConfig(population="phone", val_fraction=0.0).build_population("val")

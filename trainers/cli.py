@@ -71,6 +71,9 @@ from trainers.studies import (
     population_study_specs,
     study_specs,
 )
+from trainers.studies import (
+    SPLIT_PROTOCOLS as STUDY_PROTOCOLS,
+)
 from trainers.training import build_update_rule, train
 
 #: The main job's population, grid and exponents: a real, stationary trade-off on a shared input, where the
@@ -128,8 +131,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--layout", choices=LAYOUTS, help="'shared' (default, the paper's: one public input per hour for "
                                                      "every agent) or 'chunked' (each agent its own stretch of time)")
     p.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, dest="protocol",
-                   help="'time' (default: held-out months after the training months) or 'random' (the paper's "
-                        "App. A.3.1 random per-agent partition, seeded by --split-seed)")
+                   help="'time' (default: held-out months after the training months), 'random' (the paper's "
+                        "App. A.3.1 random per-agent partition, seeded by --split-seed) or 'blocked' (the time "
+                        "split's test months; validation blocks spread over the training months)")
     p.add_argument("--val-fraction", type=float, dest="val_fraction",
                    help=f"share of the training data held out as the validation split, in [0, 0.5) "
                         f"(default {VAL_FRACTION})")
@@ -322,9 +326,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--regions", nargs="+", choices=sorted(REGIONS), metavar="BA",
                    help=f"grid data of these balancing authorities instead of the study's (studies "
                         f"{', '.join(REGION_STUDIES)} only; accepted: {', '.join(sorted(REGIONS))})")
-    r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, nargs="+", default=list(SPLIT_PROTOCOLS),
-                   dest="protocol", help="'time' (held-out months after the training months) and/or the paper's "
-                                         "'random' per-agent partition (App. A.3.1); default: both")
+    r.add_argument("--split-protocol", choices=SPLIT_PROTOCOLS, nargs="+", default=list(STUDY_PROTOCOLS),
+                   dest="protocol", help="'time' (held-out months after the training months), the paper's "
+                                         "'random' per-agent partition (App. A.3.1) and/or 'blocked' (the time "
+                                         "split's test months, validation blocks spread over the training months); "
+                                         f"default: {' '.join(STUDY_PROTOCOLS)}")
     _add_selection_options(r)
     r.add_argument("--out", type=Path, help="root of run directories and reports (default runs/reproduce, "
                                             "--quick: runs/reproduce-quick)")

@@ -100,7 +100,8 @@ class TrainConfig:
     each agent its own stretch of time).  ``protocol``, ``val_fraction`` and
     ``split_seed`` say how the data are split (:mod:`eq_envs.splits`):
     ``"time"`` order (default) or the paper's ``"random"`` per-agent partition
-    seeded by ``split_seed``; the last ``val_fraction`` of the training data is
+    seeded by ``split_seed`` (or ``"blocked"``: time order, the validation
+    split in blocks spread over the training data); the last ``val_fraction`` of the training data is
     the validation split (:meth:`build_population` with ``split="val"``) and is
     not trained on.
     Validation (:mod:`trainers.selection`): with ``val_fraction > 0`` every

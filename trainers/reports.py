@@ -46,7 +46,8 @@ from trainers.studies import PAPER, RunSpec
 
 KEY = ["protocol", "setting", "method", "q_plus_1", "beta", "estimator", "recipe"]
 PROTOCOL_TITLES = {"time": "time-ordered split (held-out months after the training months)",
-                   "random": "the paper's random per-agent partition (App. A.3.1)"}
+                   "random": "the paper's random per-agent partition (App. A.3.1)",
+                   "blocked": "time-ordered test months, validation blocks spread over the training months"}
 SUMMARY_METRICS = {"variance": "Variance", "mean": "Mean", "c95_c5": "C95−C5", "mse": "MSE", "worst": "Worst agent",
                    "entropy_ratio": "Entropy ratio"}
 
