@@ -237,7 +237,8 @@ class EquitableRewardWrapper(gym.Wrapper):
 
 
 #: Smallest spread a window is divided by (the signals are scaled to about 0--10; the same floor as the public
-#: model's ``input_norm="window"``, ``trainers.networks.WINDOW_NORM_EPS``).
+#: model's ``input_norm="window"``, ``trainers.networks.WINDOW_NORM_EPS``, held apart because envs never import
+#: training code; tests/test_sb3_env.py checks that both standardise a window alike).
 WINDOW_EPS = 1e-2
 #: Default half-width of :class:`WindowNormalizeWrapper`'s action space, in window spreads: it holds 99 % of the
 #: next 12 hours' deviations from the last 12 hours' mean on the CISO and ERCOT training months (measured:

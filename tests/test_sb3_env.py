@@ -277,6 +277,23 @@ def test_policy_predictor_undoes_the_window_wrapper() -> None:
         PolicyPredictor(Zero(), WindowNormalizeWrapper(RescaleAction(base, LO, HI)))
 
 
+def test_window_wrapper_standardises_as_the_public_models_window_norm() -> None:
+    # the SB3 baseline through the wrapper and our window model must see the same inputs, floor included
+    # (the two sides hold the floor separately: envs never import training code)
+    from trainers.networks import WINDOW_HEAD, build_public_model
+
+    model = build_public_model({"backbone": "mlp", "seq_len": 12, "horizon": 12, "input_norm": "window",
+                                "head_kwargs": WINDOW_HEAD})
+    seen = []
+    model.backbone.register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach()))
+    base = PublicModelEnv("ev-similar", episode_length=4)
+    x = base.population.observation(torch.arange(3)).numpy()
+    x = np.concatenate([x, np.full((1, x.shape[1]), 2.5), 2.5 + 1e-4 * np.arange(x.shape[1])[None]])  # flat windows
+    model.distribution(torch.from_numpy(x).float())
+    ours = WindowNormalizeWrapper.normalize(x, WindowNormalizeWrapper.stats(x))
+    np.testing.assert_allclose(seen[0].reshape(len(x), -1).numpy(), ours, rtol=1e-4, atol=1e-4)
+
+
 def test_trainer_layout_setting_validates_and_trains_on_the_shared_population(tmp_path) -> None:
     import json
 
