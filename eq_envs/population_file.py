@@ -391,10 +391,10 @@ def build_population_from_spec(spec: dict[str, Any], split: str = "train", *, pr
     """Build the :class:`~eq_envs.population.Population` a spec describes, for ``split``.
 
     The signal's hours are split as a preset's (:mod:`eq_envs.splits`: ``"train"``,
-    ``"val"``, ``"test"``; ``protocol`` time or random).  Agent contexts come from
+    ``"val"``, ``"test"``; ``protocol`` time, random or blocked).  Agent contexts come from
     the groups' own train / test parts (``train_fraction``, time order): the
-    validation split uses the train part's contexts, and a random protocol
-    partitions the hours only (a group built from files or by a user class has
+    validation split uses the train part's contexts, and a random or blocked
+    protocol partitions the hours only (a group built from files or by a user class has
     no generic way to hold out part of its contexts).
     """
     spec = normalize_spec(spec)

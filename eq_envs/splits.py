@@ -37,9 +37,10 @@ energy needs, ...).  Both are split the same way:
   every season is the standard remedy.  docs/fresh_check.md (fourth check)
   measures it.
 
-Held-out sizes are equal under all protocols (``blocked`` loses the windows
-across block edges), so they differ only in which hours and which context
-values are held out.  ``val_fraction = 0`` gives no
+Held-out sizes are equal under all protocols, except that ``blocked`` loses
+the windows across its block edges (its validation split has about a sixth
+fewer windows), so they differ in which hours and which context values are
+held out.  ``val_fraction = 0`` gives no
 validation split (the training split is then the whole train part).
 """
 from __future__ import annotations

@@ -71,9 +71,7 @@ from trainers.studies import (
     population_study_specs,
     study_specs,
 )
-from trainers.studies import (
-    SPLIT_PROTOCOLS as STUDY_PROTOCOLS,
-)
+from trainers.studies import SPLIT_PROTOCOLS as STUDY_PROTOCOLS
 from trainers.training import build_update_rule, train
 
 #: The main job's population, grid and exponents: a real, stationary trade-off on a shared input, where the
