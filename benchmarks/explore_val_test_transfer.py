@@ -28,7 +28,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -41,7 +40,7 @@ def _spearman(a: pd.Series, b: pd.Series) -> float:
     """Spearman's rank correlation (ties averaged); NaN for fewer than 3 runs or a constant column."""
     if len(a) < 3 or a.nunique() < 2 or b.nunique() < 2:
         return float("nan")
-    return float(np.corrcoef(a.rank().to_numpy(), b.rank().to_numpy())[0, 1])
+    return float(a.corr(b, method="spearman"))
 
 
 def group_transfer(group: pd.DataFrame) -> dict:
